@@ -1,0 +1,80 @@
+// Package cli builds ambitctl's command tree. Every command is constructed
+// by a function with explicit inputs; nothing registers itself globally.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ambitmesh/ambit/pkg/buildinfo"
+)
+
+// Component is how ambitctl names itself in versions.yaml.
+const Component = "ctl"
+
+// Exit codes a script can rely on.
+const (
+	ExitOK    = 0
+	ExitError = 1 // the operation failed
+	ExitUsage = 2 // bad flags or arguments
+)
+
+// usageError marks errors in how ambitctl was called.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+// Execute runs ambitctl with args and returns the process exit code.
+func Execute(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	root := newRoot(stdout, stderr)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return ExitOK
+	}
+	fmt.Fprintln(stderr, "error:", err)
+	var ue usageError
+	if errors.As(err, &ue) {
+		return ExitUsage
+	}
+	return ExitError
+}
+
+func newRoot(stdout, stderr io.Writer) *cobra.Command {
+	info := buildinfo.Read(Component)
+	root := &cobra.Command{
+		Use:           "ambitctl",
+		Short:         "Drive an Ambit service mesh",
+		Version:       info.String(),
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetVersionTemplate("{{.Version}}\n")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.AddCommand(newVersionCmd(info), newDemoCmd())
+	return root
+}
+
+func newVersionCmd(info buildinfo.Info) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print ambitctl's component version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := fmt.Fprintln(cmd.OutOrStdout(), info.String())
+			return err
+		},
+	}
+}

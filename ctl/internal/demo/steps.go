@@ -1,0 +1,219 @@
+package demo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/ambitmesh/ambit/pkg/devstack"
+	"github.com/ambitmesh/ambit/pkg/netns"
+)
+
+// Env is what the steps share while the tour runs.
+type Env struct {
+	BinDir string
+	Stack  *devstack.Stack
+	Topo   *netns.Topology
+}
+
+// Close stops everything the tour started.
+func (e *Env) Close() error {
+	var errs []error
+	if e.Topo != nil {
+		errs = append(errs, e.Topo.Close())
+	}
+	if e.Stack != nil {
+		errs = append(errs, e.Stack.Stop())
+	}
+	return errors.Join(errs...)
+}
+
+// component is a binary the finished mesh consists of, and the issue that
+// builds it while it does not exist yet.
+type component struct {
+	binary string
+	issue  int
+}
+
+var components = []component{
+	{"ambit-config", 4}, {"ambit-ca", 5}, {"ambit-xds", 6}, {"ambit-cni", 7},
+	{"ambit-cni-agent", 7}, {"ambit-ztunnel", 8}, {"ambit-gateway", 0}, {"ambitctl", 0},
+}
+
+// Steps is the tour in order.
+func Steps(env *Env) []Step {
+	steps := []Step{
+		{"The state servers run embedded: etcd and NATS JetStream on loopback random ports", env.startStack},
+		{"etcd stores a resource under the DESIGN key layout and returns it", env.etcdRoundTrip},
+		{"JetStream carries a message on the change-feed subject space to a consumer", env.jetStreamRoundTrip},
+	}
+	if os.Geteuid() == 0 {
+		steps = append(steps,
+			Step{"Nodes and pods are network namespaces: 2 nodes x 2 pods reach each other across nodes", env.topology},
+			Step{"Tearing the topology down leaves no namespace behind", env.teardown},
+		)
+	}
+	steps = append(steps, Step{"Every built binary reports its component and version", env.versions})
+	return steps
+}
+
+func (e *Env) startStack(ctx context.Context) ([]string, error) {
+	s, err := devstack.Start(ctx, devstack.Options{})
+	if err != nil {
+		return nil, err
+	}
+	e.Stack = s
+	return []string{"etcd: " + strings.Join(s.EtcdEndpoints(), ","), "nats: " + s.NATSURL()}, nil
+}
+
+func (e *Env) etcdRoundTrip(ctx context.Context) ([]string, error) {
+	if e.Stack == nil {
+		return nil, errors.New("no state servers")
+	}
+	c, err := clientv3.New(clientv3.Config{Endpoints: e.Stack.EtcdEndpoints(), DialTimeout: 5 * time.Second})
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	const key = "/ambit/v1/res/core/Namespace/_/demo"
+	val := `{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"demo","labels":{"istio.io/dataplane-mode":"ambient"}}}`
+	put, err := c.Put(ctx, key, val)
+	if err != nil {
+		return nil, fmt.Errorf("put: %w", err)
+	}
+	got, err := c.Get(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("get: %w", err)
+	}
+	if len(got.Kvs) != 1 || string(got.Kvs[0].Value) != val {
+		return nil, fmt.Errorf("get %s returned %d values, not the stored object", key, len(got.Kvs))
+	}
+	return []string{fmt.Sprintf("put %s at revision %d, read back %d bytes", key, put.Header.Revision, len(got.Kvs[0].Value))}, nil
+}
+
+func (e *Env) jetStreamRoundTrip(ctx context.Context) ([]string, error) {
+	if e.Stack == nil {
+		return nil, errors.New("no state servers")
+	}
+	nc, err := nats.Connect(e.Stack.NATSURL())
+	if err != nil {
+		return nil, err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "DEMO", Subjects: []string{"demo.changes.>"}}); err != nil {
+		return nil, fmt.Errorf("create stream: %w", err)
+	}
+	ack, err := js.Publish(ctx, "demo.changes.core.Namespace._", []byte("demo"))
+	if err != nil {
+		return nil, fmt.Errorf("publish: %w", err)
+	}
+	cons, err := js.OrderedConsumer(ctx, "DEMO", jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		return nil, err
+	}
+	msg, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("consume: %w", err)
+	}
+	return []string{fmt.Sprintf("published sequence %d on %s, consumed %q", ack.Sequence, msg.Subject(), msg.Data())}, nil
+}
+
+func (e *Env) topology(ctx context.Context) ([]string, error) {
+	t, err := netns.New(ctx, netns.Options{NamePrefix: "ambit-demo"})
+	if err != nil {
+		return nil, err
+	}
+	e.Topo = t
+	var ev []string
+	for _, n := range []string{"node-a", "node-b"} {
+		node, err := t.AddNode(ctx, n)
+		if err != nil {
+			return ev, err
+		}
+		ev = append(ev, fmt.Sprintf("%s: fabric %s, pod CIDR %s", n, node.FabricIP(), node.PodCIDR()))
+		for i := range 2 {
+			p, err := t.AddPod(ctx, n, fmt.Sprintf("%s-pod-%d", strings.TrimPrefix(n, "node-"), i))
+			if err != nil {
+				return ev, err
+			}
+			ev = append(ev, fmt.Sprintf("  pod %s: %s", p.Name(), p.IP()))
+		}
+	}
+	pods := t.Pods()
+	for _, from := range pods {
+		for _, to := range pods {
+			if from == to || from.Node() == to.Node() {
+				continue
+			}
+			out, err := from.NS().CombinedOutput(ctx, "ping", "-c1", "-W2", to.IP().String())
+			if err != nil {
+				return ev, fmt.Errorf("ping %s -> %s: %w\n%s", from.Name(), to.Name(), err, out)
+			}
+			ev = append(ev, fmt.Sprintf("%s -> %s (%s): %s", from.Name(), to.Name(), to.IP(), rtt(string(out))))
+		}
+	}
+	return ev, nil
+}
+
+func (e *Env) teardown(context.Context) ([]string, error) {
+	if e.Topo == nil {
+		return nil, errors.New("no topology was built")
+	}
+	prefix := "ambit-demo-" + e.Topo.RunID()
+	if err := e.Topo.Close(); err != nil {
+		return nil, err
+	}
+	e.Topo = nil
+	out, err := exec.Command("ip", "netns", "list").Output()
+	if err != nil {
+		return nil, err
+	}
+	if strings.Contains(string(out), prefix) {
+		return nil, fmt.Errorf("ip netns list still shows %s:\n%s", prefix, out)
+	}
+	return []string{fmt.Sprintf("ip netns list shows nothing named %s*", prefix)}, nil
+}
+
+func (e *Env) versions(ctx context.Context) ([]string, error) {
+	var ev []string
+	for _, c := range components {
+		path := filepath.Join(e.BinDir, c.binary)
+		if _, err := os.Stat(path); err != nil {
+			why := "not built yet"
+			if c.issue > 0 {
+				why += fmt.Sprintf(" (issue #%d)", c.issue)
+			}
+			ev = append(ev, fmt.Sprintf("%-16s %s", c.binary, why))
+			continue
+		}
+		out, err := exec.CommandContext(ctx, path, "--version").Output()
+		if err != nil {
+			return ev, fmt.Errorf("%s --version: %w", c.binary, err)
+		}
+		ev = append(ev, fmt.Sprintf("%-16s %s", c.binary, strings.TrimSpace(string(out))))
+	}
+	return ev, nil
+}
+
+// rtt picks the round-trip summary out of ping's output.
+func rtt(out string) string {
+	for _, l := range strings.Split(out, "\n") {
+		if i := strings.Index(l, "time="); i >= 0 {
+			return l[i:]
+		}
+	}
+	return "reply received"
+}
