@@ -11,7 +11,7 @@ import (
 )
 
 func newDemoCmd() *cobra.Command {
-	var binDir string
+	var binDir, manifests string
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Run the scripted tour of what Ambit proves on this machine",
@@ -25,7 +25,11 @@ func newDemoCmd() *cobra.Command {
 				binDir = filepath.Dir(exe)
 			}
 			out := cmd.OutOrStdout()
-			env := &demo.Env{BinDir: binDir}
+			logDir, err := os.MkdirTemp("", "ambit-demo-")
+			if err != nil {
+				return err
+			}
+			env := &demo.Env{BinDir: binDir, Manifests: manifests, LogDir: logDir}
 			fmt.Fprintln(out, "Ambit demo — each claim below is checked for real; nothing is simulated.")
 			if os.Geteuid() != 0 {
 				fmt.Fprintln(out, "(not root: the network-namespace steps are skipped; run as root for the full tour)")
@@ -39,10 +43,12 @@ func newDemoCmd() *cobra.Command {
 			if failed > 0 {
 				return fmt.Errorf("%d claim(s) did not hold", failed)
 			}
-			fmt.Fprintln(out, "\nEvery claim held. Still to come: the control-plane services, the data plane and `ambitctl up` (issues #4–#11).")
+			fmt.Fprintf(out, "\nEvery claim held. Process logs: %s\n", logDir)
+			fmt.Fprintln(out, "Still to come: the CA, xds, the CNI agent, ztunnel and `ambitctl up` (issues #5–#11).")
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&binDir, "bin-dir", "", "directory with the built binaries (default: ambitctl's own directory)")
+	cmd.Flags().StringVar(&manifests, "manifests", "deploy/local/demo", "directory of the demo manifests")
 	return cmd
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/signal"
 	"syscall"
 
@@ -25,6 +26,12 @@ const (
 	ExitUsage = 2 // bad flags or arguments
 )
 
+// silentError is a failure whose details were already printed; only the
+// exit code remains.
+type silentError struct{ err error }
+
+func (e silentError) Error() string { return e.err.Error() }
+
 // usageError marks errors in how ambitctl was called.
 type usageError struct{ err error }
 
@@ -36,13 +43,16 @@ func Execute(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	root := newRoot(stdout, stderr)
+	root := newRoot(os.Stdin, stdout, stderr)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return ExitOK
 	}
-	fmt.Fprintln(stderr, "error:", err)
+	var se silentError
+	if !errors.As(err, &se) {
+		fmt.Fprintln(stderr, "error:", err)
+	}
 	var ue usageError
 	if errors.As(err, &ue) {
 		return ExitUsage
@@ -50,7 +60,7 @@ func Execute(args []string, stdout, stderr io.Writer) int {
 	return ExitError
 }
 
-func newRoot(stdout, stderr io.Writer) *cobra.Command {
+func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	info := buildinfo.Read(Component)
 	root := &cobra.Command{
 		Use:           "ambitctl",
@@ -63,7 +73,10 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.SetErr(stderr)
 	root.SetVersionTemplate("{{.Version}}\n")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newVersionCmd(info), newDemoCmd())
+	g := &globals{}
+	g.register(root)
+	root.AddCommand(newVersionCmd(info), newDemoCmd(),
+		newApplyCmd(g, stdin), newGetCmd(g), newDeleteCmd(g, stdin), newStatusCmd(g), newWaitCmd(g))
 	return root
 }
 
@@ -77,4 +90,9 @@ func newVersionCmd(info buildinfo.Info) *cobra.Command {
 			return err
 		},
 	}
+}
+
+// contextWithTimeout bounds one request.
+func contextWithTimeout(cmd *cobra.Command, g *globals) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(cmd.Context(), g.timeout)
 }

@@ -10,10 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-	clientv3 "go.etcd.io/etcd/client/v3"
-
+	"github.com/ambitmesh/ambit/ctl/internal/local"
 	"github.com/ambitmesh/ambit/pkg/devstack"
 	"github.com/ambitmesh/ambit/pkg/netns"
 )
@@ -21,13 +18,29 @@ import (
 // Env is what the steps share while the tour runs.
 type Env struct {
 	BinDir string
-	Stack  *devstack.Stack
-	Topo   *netns.Topology
+	// Manifests is the directory of demo manifests (deploy/local/demo).
+	Manifests string
+	// LogDir receives the processes' logs.
+	LogDir string
+
+	Stack   *devstack.Stack
+	Topo    *netns.Topology
+	Config  []*local.Process
+	feed    *feedWatcher
+	closers []func()
 }
 
 // Close stops everything the tour started.
 func (e *Env) Close() error {
 	var errs []error
+	for i := len(e.closers) - 1; i >= 0; i-- {
+		e.closers[i]()
+	}
+	for _, p := range e.Config {
+		if err := p.Stop(10 * time.Second); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if e.Topo != nil {
 		errs = append(errs, e.Topo.Close())
 	}
@@ -53,8 +66,12 @@ var components = []component{
 func Steps(env *Env) []Step {
 	steps := []Step{
 		{"The state servers run embedded: etcd and NATS JetStream on loopback random ports", env.startStack},
-		{"etcd stores a resource under the DESIGN key layout and returns it", env.etcdRoundTrip},
-		{"JetStream carries a message on the change-feed subject space to a consumer", env.jetStreamRoundTrip},
+		{"The config service runs as two replicas; one is elected through etcd to publish the change feed", env.startConfig},
+		{"Istio and Gateway API YAML applies unchanged: validated, stored in etcd", env.applyDemo},
+		{"Applying the same YAML again changes nothing", env.reapply},
+		{"Bad config is rejected with the field path and the bad value, and nothing is stored", env.rejectInvalid},
+		{"Every change reaches change-feed consumers: a consistent listing, then ordered updates", env.followFeed},
+		{"kill -9 of the change-feed leader loses nothing: the other replica takes over", env.killLeader},
 	}
 	if os.Geteuid() == 0 {
 		steps = append(steps,
@@ -73,62 +90,6 @@ func (e *Env) startStack(ctx context.Context) ([]string, error) {
 	}
 	e.Stack = s
 	return []string{"etcd: " + strings.Join(s.EtcdEndpoints(), ","), "nats: " + s.NATSURL()}, nil
-}
-
-func (e *Env) etcdRoundTrip(ctx context.Context) ([]string, error) {
-	if e.Stack == nil {
-		return nil, errors.New("no state servers")
-	}
-	c, err := clientv3.New(clientv3.Config{Endpoints: e.Stack.EtcdEndpoints(), DialTimeout: 5 * time.Second})
-	if err != nil {
-		return nil, err
-	}
-	defer c.Close()
-	const key = "/ambit/v1/res/core/Namespace/_/demo"
-	val := `{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"demo","labels":{"istio.io/dataplane-mode":"ambient"}}}`
-	put, err := c.Put(ctx, key, val)
-	if err != nil {
-		return nil, fmt.Errorf("put: %w", err)
-	}
-	got, err := c.Get(ctx, key)
-	if err != nil {
-		return nil, fmt.Errorf("get: %w", err)
-	}
-	if len(got.Kvs) != 1 || string(got.Kvs[0].Value) != val {
-		return nil, fmt.Errorf("get %s returned %d values, not the stored object", key, len(got.Kvs))
-	}
-	return []string{fmt.Sprintf("put %s at revision %d, read back %d bytes", key, put.Header.Revision, len(got.Kvs[0].Value))}, nil
-}
-
-func (e *Env) jetStreamRoundTrip(ctx context.Context) ([]string, error) {
-	if e.Stack == nil {
-		return nil, errors.New("no state servers")
-	}
-	nc, err := nats.Connect(e.Stack.NATSURL())
-	if err != nil {
-		return nil, err
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "DEMO", Subjects: []string{"demo.changes.>"}}); err != nil {
-		return nil, fmt.Errorf("create stream: %w", err)
-	}
-	ack, err := js.Publish(ctx, "demo.changes.core.Namespace._", []byte("demo"))
-	if err != nil {
-		return nil, fmt.Errorf("publish: %w", err)
-	}
-	cons, err := js.OrderedConsumer(ctx, "DEMO", jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		return nil, err
-	}
-	msg, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
-	if err != nil {
-		return nil, fmt.Errorf("consume: %w", err)
-	}
-	return []string{fmt.Sprintf("published sequence %d on %s, consumed %q", ack.Sequence, msg.Subject(), msg.Data())}, nil
 }
 
 func (e *Env) topology(ctx context.Context) ([]string, error) {

@@ -6,7 +6,9 @@
 
 // The change feed: every change to a resource under /ambit/v1/res/ in etcd,
 // published in etcd revision order to the JetStream stream AMBIT_CHANGES on
-// subject ambit.changes.<group>.<kind>.<namespace> (DESIGN §3).
+// subject ambit.changes.<group>.<kind>.<namespace> (DESIGN §3). Resync
+// markers go to subject ambit.changes.resync. The Go package
+// github.com/ambitmesh/ambit/pkg/changefeed publishes and consumes it.
 
 package changefeedv1
 
@@ -35,7 +37,10 @@ const (
 	// The key was deleted; object holds the last value when known.
 	EventType_EVENT_TYPE_DELETE EventType = 2
 	// The publisher could not prove continuity (etcd compacted past its
-	// position): consumers must re-list at or after revision. Not tied to a key.
+	// position, or it found the stream empty): the events up to and including
+	// position.revision were not all published, so consumers must re-list at
+	// or after that revision. Not tied to a key. The publisher continues with
+	// the first event after position.revision.
 	EventType_EVENT_TYPE_RESYNC EventType = 3
 )
 
@@ -84,11 +89,13 @@ func (EventType) EnumDescriptor() ([]byte, []int) {
 
 // Position identifies one event: etcd revisions are per transaction, and one
 // transaction may change several keys, so an event is (revision, index).
+// Positions strictly increase along the stream, in (revision, index) order.
 type Position struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The etcd mod revision of the transaction that made the change.
 	Revision int64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
-	// The event's index among the events of that revision, from 0.
+	// The event's index among the resource events of that revision, from 0,
+	// in the order etcd reports them.
 	Index         int32 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -141,18 +148,23 @@ func (x *Position) GetIndex() int32 {
 // Envelope is one message of the feed.
 type Envelope struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Where this event sits in etcd's history.
+	// Where this event sits in etcd's history. For a resync marker: the etcd
+	// revision consumers must re-list at (or after), index 0.
 	Position *Position `protobuf:"bytes,1,opt,name=position,proto3" json:"position,omitempty"`
-	// The position of the event published just before this one. A consumer
-	// that last applied a different position has missed events (revisions are
-	// sparse, so counting cannot tell) and must re-list. Unset on the first
-	// event of the stream and after a resync marker.
+	// The position of the message published just before this one on the
+	// stream (any subject). A consumer that last applied a different position
+	// has missed events (revisions are sparse, so counting cannot tell) and
+	// must re-list. A consumer that has applied nothing since listing at
+	// revision R accepts any prev whose revision is <= R: everything up to R
+	// is in its listing and nothing was published between prev and this event.
+	// Unset only on a resync marker published to an empty stream.
 	Prev *Position `protobuf:"bytes,2,opt,name=prev,proto3" json:"prev,omitempty"`
 	// The publishing leader's epoch: the create revision of its election key.
 	// Strictly increases across leaders.
 	LeaderEpoch int64     `protobuf:"varint,3,opt,name=leader_epoch,json=leaderEpoch,proto3" json:"leader_epoch,omitempty"`
 	Type        EventType `protobuf:"varint,4,opt,name=type,proto3,enum=ambit.changefeed.v1.EventType" json:"type,omitempty"`
-	// The etcd key, e.g. /ambit/v1/res/core/Service/default/echo.
+	// The etcd key, e.g. /ambit/v1/res/core/Service/default/echo. Empty for a
+	// resync marker.
 	Key string `protobuf:"bytes,5,opt,name=key,proto3" json:"key,omitempty"`
 	// The object as stored (JSON). For a delete, the previous value if etcd
 	// still had it.
@@ -160,13 +172,26 @@ type Envelope struct {
 	// The object's etcd create revision and per-key version.
 	CreateRevision int64 `protobuf:"varint,7,opt,name=create_revision,json=createRevision,proto3" json:"create_revision,omitempty"`
 	Version        int64 `protobuf:"varint,8,opt,name=version,proto3" json:"version,omitempty"`
-	// W3C traceparent of the write that caused the event, so a change is one
-	// trace from apply to proxy ACK. Also carried as a NATS header.
+	// W3C traceparent of the write that caused the event (recorded by the
+	// writer in the same etcd transaction), so a change is one trace from
+	// apply to proxy ACK. The NATS headers carry the publish span's context,
+	// a child of this one; consumers parent their apply span on the headers
+	// and fall back to this field.
 	Traceparent string `protobuf:"bytes,9,opt,name=traceparent,proto3" json:"traceparent,omitempty"`
 	// When the publisher saw the event, Unix nanoseconds; for lag metrics.
 	PublishedUnixNano int64 `protobuf:"varint,10,opt,name=published_unix_nano,json=publishedUnixNano,proto3" json:"published_unix_nano,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The chain of this event's kind (group and kind): no event of the same
+	// kind was published between kind_prev and this event. Usually the
+	// previous event of the kind; when the stream holds none since the last
+	// resync marker, a later position that still proves the claim (the marker,
+	// or where the stream's retained history begins), at worst prev.
+	// Consumers that subscribe to some kinds only check this chain instead of
+	// prev, with the same rules.
+	KindPrev *Position `protobuf:"bytes,11,opt,name=kind_prev,json=kindPrev,proto3" json:"kind_prev,omitempty"`
+	// W3C tracestate of the write, beside traceparent; usually empty.
+	Tracestate    string `protobuf:"bytes,12,opt,name=tracestate,proto3" json:"tracestate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Envelope) Reset() {
@@ -269,6 +294,20 @@ func (x *Envelope) GetPublishedUnixNano() int64 {
 	return 0
 }
 
+func (x *Envelope) GetKindPrev() *Position {
+	if x != nil {
+		return x.KindPrev
+	}
+	return nil
+}
+
+func (x *Envelope) GetTracestate() string {
+	if x != nil {
+		return x.Tracestate
+	}
+	return ""
+}
+
 var File_ambit_changefeed_v1_envelope_proto protoreflect.FileDescriptor
 
 const file_ambit_changefeed_v1_envelope_proto_rawDesc = "" +
@@ -276,7 +315,7 @@ const file_ambit_changefeed_v1_envelope_proto_rawDesc = "" +
 	"\"ambit/changefeed/v1/envelope.proto\x12\x13ambit.changefeed.v1\"<\n" +
 	"\bPosition\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x05R\x05index\"\x8e\x03\n" +
+	"\x05index\x18\x02 \x01(\x05R\x05index\"\xea\x03\n" +
 	"\bEnvelope\x129\n" +
 	"\bposition\x18\x01 \x01(\v2\x1d.ambit.changefeed.v1.PositionR\bposition\x121\n" +
 	"\x04prev\x18\x02 \x01(\v2\x1d.ambit.changefeed.v1.PositionR\x04prev\x12!\n" +
@@ -288,7 +327,11 @@ const file_ambit_changefeed_v1_envelope_proto_rawDesc = "" +
 	"\aversion\x18\b \x01(\x03R\aversion\x12 \n" +
 	"\vtraceparent\x18\t \x01(\tR\vtraceparent\x12.\n" +
 	"\x13published_unix_nano\x18\n" +
-	" \x01(\x03R\x11publishedUnixNano*i\n" +
+	" \x01(\x03R\x11publishedUnixNano\x12:\n" +
+	"\tkind_prev\x18\v \x01(\v2\x1d.ambit.changefeed.v1.PositionR\bkindPrev\x12\x1e\n" +
+	"\n" +
+	"tracestate\x18\f \x01(\tR\n" +
+	"tracestate*i\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eEVENT_TYPE_PUT\x10\x01\x12\x15\n" +
@@ -318,11 +361,12 @@ var file_ambit_changefeed_v1_envelope_proto_depIdxs = []int32{
 	1, // 0: ambit.changefeed.v1.Envelope.position:type_name -> ambit.changefeed.v1.Position
 	1, // 1: ambit.changefeed.v1.Envelope.prev:type_name -> ambit.changefeed.v1.Position
 	0, // 2: ambit.changefeed.v1.Envelope.type:type_name -> ambit.changefeed.v1.EventType
-	3, // [3:3] is the sub-list for method output_type
-	3, // [3:3] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	1, // 3: ambit.changefeed.v1.Envelope.kind_prev:type_name -> ambit.changefeed.v1.Position
+	4, // [4:4] is the sub-list for method output_type
+	4, // [4:4] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_ambit_changefeed_v1_envelope_proto_init() }

@@ -220,9 +220,12 @@ type ApplyRequest struct {
 	// One object as YAML or JSON.
 	Manifest []byte `protobuf:"bytes,1,opt,name=manifest,proto3" json:"manifest,omitempty"`
 	// Validate and compute the result without storing anything.
-	DryRun        bool `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	DryRun bool `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// The namespace of a namespaced object whose manifest names none, as
+	// `kubectl apply -n`; empty leaves such an object invalid.
+	DefaultNamespace string `protobuf:"bytes,3,opt,name=default_namespace,json=defaultNamespace,proto3" json:"default_namespace,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *ApplyRequest) Reset() {
@@ -267,6 +270,13 @@ func (x *ApplyRequest) GetDryRun() bool {
 		return x.DryRun
 	}
 	return false
+}
+
+func (x *ApplyRequest) GetDefaultNamespace() string {
+	if x != nil {
+		return x.DefaultNamespace
+	}
+	return ""
 }
 
 type ApplyResponse struct {
@@ -1118,10 +1128,11 @@ const file_ambit_config_v1_config_proto_rawDesc = "" +
 	"\x05group\x18\x02 \x01(\tR\x05group\x12\x12\n" +
 	"\x04kind\x18\x03 \x01(\tR\x04kind\x12\x1c\n" +
 	"\tnamespace\x18\x04 \x01(\tR\tnamespace\x12\x12\n" +
-	"\x04name\x18\x05 \x01(\tR\x04name\"C\n" +
+	"\x04name\x18\x05 \x01(\tR\x04name\"p\n" +
 	"\fApplyRequest\x12\x1a\n" +
 	"\bmanifest\x18\x01 \x01(\fR\bmanifest\x12\x17\n" +
-	"\adry_run\x18\x02 \x01(\bR\x06dryRun\"]\n" +
+	"\adry_run\x18\x02 \x01(\bR\x06dryRun\x12+\n" +
+	"\x11default_namespace\x18\x03 \x01(\tR\x10defaultNamespace\"]\n" +
 	"\rApplyResponse\x12\x16\n" +
 	"\x06object\x18\x01 \x01(\fR\x06object\x124\n" +
 	"\x06result\x18\x02 \x01(\x0e2\x1c.ambit.config.v1.ApplyResultR\x06result\"\x86\x01\n" +

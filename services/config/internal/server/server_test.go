@@ -1,0 +1,219 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+
+	"github.com/ambitmesh/ambit/pkg/devstack"
+	"github.com/ambitmesh/ambit/pkg/spiffe"
+	"github.com/ambitmesh/ambit/pkg/spiffe/spiffetest"
+	configv1 "github.com/ambitmesh/ambit/proto/ambit/config/v1"
+	"github.com/ambitmesh/ambit/services/config/internal/server"
+	"github.com/ambitmesh/ambit/services/config/internal/store"
+)
+
+// world is one config API over real TLS with callers of every kind.
+type world struct {
+	t    *testing.T
+	ca   *spiffetest.CA
+	addr string
+}
+
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	stack, err := devstack.Start(context.Background(), devstack.Options{Etcd: devstack.EtcdOptions{UnsafeNoFsync: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stack.Stop() })
+	etcd, err := clientv3.New(clientv3.Config{Endpoints: stack.EtcdEndpoints(), DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { etcd.Close() })
+	st, err := store.New(store.Options{Etcd: etcd})
+	if err != nil {
+		t.Fatal(err)
+	}
+	api, err := server.New(server.Options{Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	td := spiffe.DefaultTrustDomain()
+	ca := spiffetest.NewCA(t, td)
+	src := ca.Source(t, must(spiffe.NewControlPlane(td, spiffe.ComponentConfig)))
+	authorize := spiffe.AuthorizeAnyOf(spiffe.AuthorizeAdmins(td), spiffe.AuthorizeNodes(td), spiffe.AuthorizeComponents(td, spiffe.KnownComponents()...))
+	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(spiffe.ServerConfig(src, authorize))))
+	configv1.RegisterConfigServiceServer(srv, api)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+	return &world{t: t, ca: ca, addr: lis.Addr().String()}
+}
+
+func (w *world) client(id spiffe.Identity) configv1.ConfigServiceClient {
+	w.t.Helper()
+	td := spiffe.DefaultTrustDomain()
+	src := w.ca.Source(w.t, id)
+	tlsCfg := spiffe.ClientConfig(src, spiffe.AuthorizeComponents(td, spiffe.ComponentConfig))
+	conn, err := grpc.NewClient(w.addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	w.t.Cleanup(func() { conn.Close() })
+	return configv1.NewConfigServiceClient(conn)
+}
+
+func mustApply(t *testing.T, c configv1.ConfigServiceClient, manifest string) *configv1.ApplyResponse {
+	t.Helper()
+	resp, err := c.Apply(context.Background(), &configv1.ApplyRequest{Manifest: []byte(manifest)})
+	if err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	return resp
+}
+
+func wantCode(t *testing.T, err error, code codes.Code, substr string) {
+	t.Helper()
+	if status.Code(err) != code || !strings.Contains(err.Error(), substr) {
+		t.Fatalf("got %v, want %s containing %q", err, code, substr)
+	}
+}
+
+const pod = `
+apiVersion: v1
+kind: Pod
+metadata: {name: %s, namespace: demo}
+spec:
+  nodeName: %s
+  serviceAccountName: sa
+  containers: [{name: app, image: echo}]
+`
+
+func podManifest(name, node string) string { return fmt.Sprintf(pod, name, node) }
+
+func must(id spiffe.Identity, err error) spiffe.Identity {
+	if err != nil {
+		panic(err)
+	}
+	return id
+}
+
+func TestNodeAuthorization(t *testing.T) {
+	w := newWorld(t)
+	td := spiffe.DefaultTrustDomain()
+	admin := w.client(must(spiffe.NewAdmin(td, "")))
+	nodeA := w.client(must(spiffe.NewNode(td, "node-a")))
+	ctx := context.Background()
+
+	mustApply(t, admin, "apiVersion: v1\nkind: Namespace\nmetadata: {name: demo}\n")
+	mustApply(t, admin, podManifest("on-a", "node-a"))
+	mustApply(t, admin, podManifest("on-b", "node-b"))
+	ref := func(name string) *configv1.ObjectRef {
+		return &configv1.ObjectRef{Kind: "Pod", Namespace: "demo", Name: name}
+	}
+
+	// A node cannot create a pod, nor change a pod's spec.
+	_, err := nodeA.Apply(ctx, &configv1.ApplyRequest{Manifest: []byte(podManifest("new", "node-a"))})
+	wantCode(t, err, codes.PermissionDenied, "may not apply")
+	_, err = nodeA.Apply(ctx, &configv1.ApplyRequest{Manifest: []byte(strings.Replace(podManifest("on-a", "node-a"), "image: echo", "image: evil", 1))})
+	wantCode(t, err, codes.PermissionDenied, "may not apply")
+	_, err = nodeA.Delete(ctx, &configv1.DeleteRequest{Ref: ref("on-a")})
+	wantCode(t, err, codes.PermissionDenied, "may not delete")
+
+	// It may report the status of its own pod, but not of another node's.
+	okStatus := []byte(`{"phase":"Running","podIP":"10.251.1.2","podIPs":[{"ip":"10.251.1.2"}]}`)
+	resp, err := nodeA.UpdateStatus(ctx, &configv1.UpdateStatusRequest{Ref: ref("on-a"), Status: okStatus})
+	if err != nil {
+		t.Fatalf("node-a updating its own pod: %v", err)
+	}
+	if !strings.Contains(string(resp.GetObject()), `"generation":1`) {
+		t.Fatalf("status update changed the generation: %s", resp.GetObject())
+	}
+	_, err = nodeA.UpdateStatus(ctx, &configv1.UpdateStatusRequest{Ref: ref("on-b"), Status: okStatus})
+	wantCode(t, err, codes.PermissionDenied, `assigned to node "node-b"`)
+	// Nor the status of anything that is not a pod.
+	_, err = nodeA.UpdateStatus(ctx, &configv1.UpdateStatusRequest{Ref: &configv1.ObjectRef{Kind: "Namespace", Name: "demo"}, Status: []byte(`{}`)})
+	wantCode(t, err, codes.PermissionDenied, "may not update the status of Namespace")
+
+	// Reading is allowed to nodes.
+	if _, err := nodeA.Get(ctx, &configv1.GetRequest{Ref: ref("on-b")}); err != nil {
+		t.Fatalf("node reading a pod: %v", err)
+	}
+}
+
+func TestWorkloadIdentityIsRefused(t *testing.T) {
+	w := newWorld(t)
+	td := spiffe.DefaultTrustDomain()
+	wl := w.client(must(spiffe.NewWorkload(td, "demo", "sa")))
+	_, err := wl.Get(context.Background(), &configv1.GetRequest{Ref: &configv1.ObjectRef{Kind: "Namespace", Name: "demo"}})
+	if err == nil {
+		t.Fatal("a workload identity reached the config API")
+	}
+}
+
+func TestValidationErrorsNameTheField(t *testing.T) {
+	w := newWorld(t)
+	admin := w.client(must(spiffe.NewAdmin(spiffe.DefaultTrustDomain(), "")))
+	mustApply(t, admin, "apiVersion: v1\nkind: Namespace\nmetadata: {name: demo}\n")
+	_, err := admin.Apply(context.Background(), &configv1.ApplyRequest{Manifest: []byte(`
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: bad, namespace: demo}
+spec:
+  rules:
+  - from:
+    - source:
+        ipBlocks: ["10.0.0.0/8", "10.0.0.0/33"]
+`)})
+	wantCode(t, err, codes.InvalidArgument, `spec.rules[0].from[0].source.ipBlocks[1]`)
+	var br *errdetails.BadRequest
+	for _, d := range status.Convert(err).Details() {
+		if b, ok := d.(*errdetails.BadRequest); ok {
+			br = b
+		}
+	}
+	if br == nil || len(br.FieldViolations) != 1 || br.FieldViolations[0].Field != "spec.rules[0].from[0].source.ipBlocks[1]" {
+		t.Fatalf("field violations = %v", br)
+	}
+	// Nothing was stored.
+	_, err = admin.Get(context.Background(), &configv1.GetRequest{Ref: &configv1.ObjectRef{Kind: "AuthorizationPolicy", Namespace: "demo", Name: "bad"}})
+	wantCode(t, err, codes.NotFound, "not found")
+}
+
+func TestApplyDefaultNamespaceAndResults(t *testing.T) {
+	w := newWorld(t)
+	admin := w.client(must(spiffe.NewAdmin(spiffe.DefaultTrustDomain(), "")))
+	mustApply(t, admin, "apiVersion: v1\nkind: Namespace\nmetadata: {name: demo}\n")
+	svc := "apiVersion: v1\nkind: Service\nmetadata: {name: echo}\nspec: {ports: [{port: 80}]}\n"
+	r, err := admin.Apply(context.Background(), &configv1.ApplyRequest{Manifest: []byte(svc), DefaultNamespace: "demo"})
+	if err != nil || r.GetResult() != configv1.ApplyResult_APPLY_RESULT_CREATED {
+		t.Fatalf("apply with default namespace: %v %v", r.GetResult(), err)
+	}
+	r, err = admin.Apply(context.Background(), &configv1.ApplyRequest{Manifest: []byte(svc), DefaultNamespace: "demo"})
+	if err != nil || r.GetResult() != configv1.ApplyResult_APPLY_RESULT_UNCHANGED {
+		t.Fatalf("re-apply: %v %v", r.GetResult(), err)
+	}
+	_, err = admin.Apply(context.Background(), &configv1.ApplyRequest{Manifest: []byte(svc)})
+	wantCode(t, err, codes.InvalidArgument, "metadata.namespace")
+	_, err = admin.Apply(context.Background(), &configv1.ApplyRequest{Manifest: []byte(svc), DefaultNamespace: "missing"})
+	wantCode(t, err, codes.NotFound, `namespace "missing"`)
+	list, err := admin.List(context.Background(), &configv1.ListRequest{Ref: &configv1.ObjectRef{Kind: "service"}})
+	if err != nil || len(list.GetObjects()) != 1 {
+		t.Fatalf("list services: %d, %v", len(list.GetObjects()), err)
+	}
+}
