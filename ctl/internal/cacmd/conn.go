@@ -44,7 +44,9 @@ const (
 	BundleFile = "bundle.pem"
 )
 
-// Dialer opens a connection to the CA; tests replace it.
+// Dialer opens a connection to the CA. addr and credentialsDir are what
+// --ca-addr and --credentials-dir (or their variables) say, "" when unset,
+// so a Dialer built on ambitctl's config contexts can fill in its own.
 type Dialer func(ctx context.Context, addr, credentialsDir string) (*grpc.ClientConn, error)
 
 // Option adjusts the commands.
@@ -77,30 +79,24 @@ type connFlags struct {
 }
 
 func (f *connFlags) register(cmd *cobra.Command) {
-	addr := os.Getenv(EnvCAAddr)
-	if addr == "" {
-		addr = DefaultCAAddr
-	}
-	cmd.PersistentFlags().StringVar(&f.addr, "ca-addr", addr, "CA address host:port (env "+EnvCAAddr+")")
-	cmd.PersistentFlags().StringVar(&f.creds, "credentials-dir", defaultCredentialsDir(),
-		"directory with "+CertFile+", "+KeyFile+" and "+BundleFile+" (env "+EnvCredentialsDir+")")
-}
-
-func defaultCredentialsDir() string {
-	if d := os.Getenv(EnvCredentialsDir); d != "" {
-		return d
-	}
-	if home, err := os.UserHomeDir(); err == nil {
-		return filepath.Join(home, ".ambit", "admin")
-	}
-	return ""
+	cmd.PersistentFlags().StringVar(&f.addr, "ca-addr", os.Getenv(EnvCAAddr),
+		"CA address host:port (env "+EnvCAAddr+"; default "+DefaultCAAddr+")")
+	cmd.PersistentFlags().StringVar(&f.creds, "credentials-dir", os.Getenv(EnvCredentialsDir),
+		"directory with "+CertFile+", "+KeyFile+" and "+BundleFile+" (env "+EnvCredentialsDir+"; default ~/.ambit/admin)")
 }
 
 // DialTLS connects with the admin credentials in dir, verifying the CA's
-// SPIFFE ID.
+// SPIFFE ID. Empty arguments mean DefaultCAAddr and ~/.ambit/admin.
 func DialTLS(_ context.Context, addr, dir string) (*grpc.ClientConn, error) {
+	if addr == "" {
+		addr = DefaultCAAddr
+	}
 	if dir == "" {
-		return nil, errors.New("no credentials directory: pass --credentials-dir or set " + EnvCredentialsDir)
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return nil, errors.New("no credentials directory: pass --credentials-dir or set " + EnvCredentialsDir)
+		}
+		dir = filepath.Join(home, ".ambit", "admin")
 	}
 	files := spiffe.Files{
 		CertFile:   filepath.Join(dir, CertFile),

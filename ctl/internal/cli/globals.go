@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 
+	"github.com/ambitmesh/ambit/ctl/internal/cacmd"
 	"github.com/ambitmesh/ambit/ctl/internal/client"
 	"github.com/ambitmesh/ambit/pkg/spiffe"
 	configv1 "github.com/ambitmesh/ambit/proto/ambit/config/v1"
@@ -64,4 +65,23 @@ func (g *globals) configClient(ctx context.Context) (configv1.ConfigServiceClien
 		return nil, nil, err
 	}
 	return configv1.NewConfigServiceClient(conn), conn, nil
+}
+
+// dialCA connects to the CA: with --ca-addr or --credentials-dir (or their
+// variables) given, from those; otherwise from the context's caServers and
+// admin credentials, like every other command.
+func (g *globals) dialCA(ctx context.Context, addr, credentialsDir string) (*grpc.ClientConn, error) {
+	if addr != "" || credentialsDir != "" {
+		return cacmd.DialTLS(ctx, addr, credentialsDir)
+	}
+	c, err := g.context()
+	if err != nil {
+		// No config file context: fall back to the defaults of the CA
+		// commands (local CA, ~/.ambit/admin).
+		return cacmd.DialTLS(ctx, "", "")
+	}
+	if c.InsecureLoopback {
+		return nil, usageErrorf("context %q is insecure-loopback, but the CA always requires admin credentials: pass --credentials-dir", c.Name)
+	}
+	return c.Dial(ctx, c.CAServers, spiffe.ComponentCA)
 }

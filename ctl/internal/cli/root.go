@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ambitmesh/ambit/ctl/internal/cacmd"
 	"github.com/ambitmesh/ambit/pkg/buildinfo"
 )
 
@@ -76,7 +77,8 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	g := &globals{}
 	g.register(root)
 	root.AddCommand(newVersionCmd(info), newDemoCmd(),
-		newApplyCmd(g, stdin), newGetCmd(g), newDeleteCmd(g, stdin), newStatusCmd(g), newWaitCmd(g))
+		newApplyCmd(g, stdin), newGetCmd(g), newDeleteCmd(g, stdin), newStatusCmd(g), newWaitCmd(g),
+		cacmd.NewNodeCmd(cacmd.WithDialer(g.dialCA)), cacmd.NewCACmd(cacmd.WithDialer(g.dialCA)))
 	return root
 }
 

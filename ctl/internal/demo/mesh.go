@@ -15,7 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/ambitmesh/ambit/ctl/internal/local"
+	"github.com/ambitmesh/ambit/pkg/localproc"
 	"github.com/ambitmesh/ambit/pkg/changefeed"
 )
 
@@ -34,7 +34,7 @@ func (e *Env) startConfig(ctx context.Context) ([]string, error) {
 	var ev []string
 	for i := range configReplicas {
 		id := fmt.Sprintf("config-%d", i)
-		p, err := local.Start(ctx, id, bin, []string{
+		p, err := localproc.Start(ctx, id, bin, []string{
 			"--insecure-loopback", "--listen-addr=127.0.0.1:0", "--admin-addr=127.0.0.1:0",
 			"--replica-id=" + id, "--election-ttl=2s",
 			"--etcd-endpoints=" + strings.Join(e.Stack.EtcdEndpoints(), ","), "--nats-url=" + e.Stack.NATSURL(),
@@ -252,7 +252,7 @@ func (e *Env) killLeader(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	var victim *local.Process
+	var victim *localproc.Process
 	for _, p := range e.Config {
 		if p.Name == old {
 			victim = p

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ambitmesh/ambit/ctl/internal/local"
+	"github.com/ambitmesh/ambit/pkg/localproc"
 	"github.com/ambitmesh/ambit/pkg/devstack"
 	"github.com/ambitmesh/ambit/pkg/netns"
 )
@@ -25,7 +25,7 @@ type Env struct {
 
 	Stack   *devstack.Stack
 	Topo    *netns.Topology
-	Config  []*local.Process
+	Config  []*localproc.Process
 	feed    *feedWatcher
 	closers []func()
 }

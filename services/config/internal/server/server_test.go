@@ -2,7 +2,9 @@ package server_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"strconv"
 	"net"
 	"strings"
 	"testing"
@@ -16,6 +18,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ambitmesh/ambit/pkg/devstack"
+	"github.com/ambitmesh/ambit/pkg/proxystatus"
+	statusv1 "github.com/ambitmesh/ambit/proto/ambit/status/v1"
 	"github.com/ambitmesh/ambit/pkg/spiffe"
 	"github.com/ambitmesh/ambit/pkg/spiffe/spiffetest"
 	configv1 "github.com/ambitmesh/ambit/proto/ambit/config/v1"
@@ -25,9 +29,10 @@ import (
 
 // world is one config API over real TLS with callers of every kind.
 type world struct {
-	t    *testing.T
-	ca   *spiffetest.CA
-	addr string
+	t       *testing.T
+	ca      *spiffetest.CA
+	addr    string
+	tracker *proxystatus.Tracker
 }
 
 func newWorld(t *testing.T) *world {
@@ -46,7 +51,8 @@ func newWorld(t *testing.T) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	api, err := server.New(server.Options{Store: st})
+	tracker := proxystatus.NewTracker(proxystatus.TrackerOptions{})
+	api, err := server.New(server.Options{Store: st, Distribution: tracker})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +68,7 @@ func newWorld(t *testing.T) *world {
 	}
 	go srv.Serve(lis)
 	t.Cleanup(srv.Stop)
-	return &world{t: t, ca: ca, addr: lis.Addr().String()}
+	return &world{t: t, ca: ca, addr: lis.Addr().String(), tracker: tracker}
 }
 
 func (w *world) client(id spiffe.Identity) configv1.ConfigServiceClient {
@@ -215,5 +221,61 @@ func TestApplyDefaultNamespaceAndResults(t *testing.T) {
 	list, err := admin.List(context.Background(), &configv1.ListRequest{Ref: &configv1.ObjectRef{Kind: "service"}})
 	if err != nil || len(list.GetObjects()) != 1 {
 		t.Fatalf("list services: %d, %v", len(list.GetObjects()), err)
+	}
+}
+
+func TestWatchStreamsChangesAfterRevision(t *testing.T) {
+	w := newWorld(t)
+	admin := w.client(must(spiffe.NewAdmin(spiffe.DefaultTrustDomain(), "")))
+	ns := mustApply(t, admin, "apiVersion: v1\nkind: Namespace\nmetadata: {name: demo}\n")
+	var rv struct {
+		Metadata struct {
+			ResourceVersion string `json:"resourceVersion"`
+		} `json:"metadata"`
+	}
+	if err := json.Unmarshal(ns.GetObject(), &rv); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := strconv.ParseInt(rv.Metadata.ResourceVersion, 10, 64)
+	mustApply(t, admin, "apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: demo}\nspec: {ports: [{port: 80}]}\n")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stream, err := admin.Watch(ctx, &configv1.WatchRequest{Ref: &configv1.ObjectRef{Kind: "Service"}, AfterRevision: after})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.GetEvents()) != 1 || resp.GetEvents()[0].GetType() != configv1.WatchEventType_WATCH_EVENT_TYPE_ADDED ||
+		!strings.Contains(string(resp.GetEvents()[0].GetObject()), `"name":"a"`) {
+		t.Fatalf("first watch response = %v", resp)
+	}
+}
+
+func TestStatusReportsDistribution(t *testing.T) {
+	w := newWorld(t)
+	admin := w.client(must(spiffe.NewAdmin(spiffe.DefaultTrustDomain(), "")))
+	mustApply(t, admin, "apiVersion: v1\nkind: Namespace\nmetadata: {name: demo}\n")
+	resp := mustApply(t, admin, "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: p, namespace: demo}\nspec: {action: DENY, rules: [{from: [{source: {namespaces: [evil]}}]}]}\n")
+	var obj struct {
+		Metadata struct {
+			ResourceVersion string `json:"resourceVersion"`
+		} `json:"metadata"`
+	}
+	json.Unmarshal(resp.GetObject(), &obj)
+	rev, _ := strconv.ParseInt(obj.Metadata.ResourceVersion, 10, 64)
+	w.tracker.Ingest(&statusv1.ProxyReportBatch{Replica: "xds-0", Sequence: 1, Full: true, Reports: []*statusv1.ProxyReport{
+		{ProxyId: "ztunnel~node-a", AckedRevision: rev},
+		{ProxyId: "ztunnel~node-b", AckedRevision: rev - 1},
+	}})
+	ref := &configv1.ObjectRef{Kind: "AuthorizationPolicy", Namespace: "demo", Name: "p"}
+	st, err := admin.Status(context.Background(), &configv1.StatusRequest{Ref: ref})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.GetRevision() != rev || st.GetProxiesTotal() != 2 || st.GetProxiesConverged() != 1 || len(st.GetPending()) != 1 || st.GetPending()[0].GetProxyId() != "ztunnel~node-b" {
+		t.Fatalf("status = %v", st)
 	}
 }

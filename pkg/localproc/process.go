@@ -1,9 +1,9 @@
-// Package local runs Ambit's binaries as processes on this machine: the
+// Package localproc runs Ambit's binaries as processes on this machine: the
 // building block of the demo and of `ambitctl up`. Each process logs JSON to
 // a file of its own, and is ready when it logs its "serving" line, which
 // carries the addresses it bound (binaries are started on port 0, so
 // nothing here assumes a free fixed port).
-package local
+package localproc
 
 import (
 	"bufio"
