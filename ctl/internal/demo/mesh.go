@@ -15,8 +15,8 @@ import (
 	"github.com/nats-io/nats.go"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/ambitmesh/ambit/pkg/localproc"
 	"github.com/ambitmesh/ambit/pkg/changefeed"
+	"github.com/ambitmesh/ambit/pkg/localproc"
 )
 
 // configReplicas is how many ambit-config processes the tour runs.

@@ -10,8 +10,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ambitmesh/ambit/pkg/localproc"
 	"github.com/ambitmesh/ambit/pkg/devstack"
+	"github.com/ambitmesh/ambit/pkg/localproc"
 	"github.com/ambitmesh/ambit/pkg/netns"
 )
 

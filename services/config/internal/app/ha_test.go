@@ -269,7 +269,7 @@ func TestHAApplyWhileLeaderKilled(t *testing.T) {
 	}
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
-	seen := map[string]int{}
+	var seen map[string]int
 	var last changefeed.Position
 	deadline = time.Now().Add(30 * time.Second)
 	for {

@@ -4,8 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strconv"
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -19,10 +19,10 @@ import (
 
 	"github.com/ambitmesh/ambit/pkg/devstack"
 	"github.com/ambitmesh/ambit/pkg/proxystatus"
-	statusv1 "github.com/ambitmesh/ambit/proto/ambit/status/v1"
 	"github.com/ambitmesh/ambit/pkg/spiffe"
 	"github.com/ambitmesh/ambit/pkg/spiffe/spiffetest"
 	configv1 "github.com/ambitmesh/ambit/proto/ambit/config/v1"
+	statusv1 "github.com/ambitmesh/ambit/proto/ambit/status/v1"
 	"github.com/ambitmesh/ambit/services/config/internal/server"
 	"github.com/ambitmesh/ambit/services/config/internal/store"
 )

@@ -197,7 +197,6 @@ func (s *Store) merge(in *resource.Object, old *Stored) (*resource.Object, Resul
 	m := &next.Metadata
 	m.ResourceVersion = ""
 	m.ManagedFields = nil
-	m.SelfLink = ""
 	m.DeletionTimestamp = nil
 	m.DeletionGracePeriodSeconds = nil
 	m.Generation = 0
