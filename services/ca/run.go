@@ -59,6 +59,7 @@ func Run(ctx context.Context, cfg *Config, info buildinfo.Info) error {
 		c.close()
 		return &run.ConfigError{Err: fmt.Errorf("listen on %s: %w", cfg.AdminAddr, err)}
 	}
+	log.Info("serving", "grpc", c.Addr().String(), "admin", adminLis.Addr().String())
 	g := run.NewGroup(ctx, run.GroupOptions{ShutdownTimeout: cfg.ShutdownTimeout, Logger: log})
 	g.Go("admin", func(ctx context.Context) error { return admin.Serve(ctx, adminLis) })
 	g.Go("ca", c.Run)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ambitmesh/ambit/pkg/devstack"
+	"github.com/ambitmesh/ambit/pkg/spiffe"
 	"github.com/ambitmesh/ambit/pkg/localproc"
 	"github.com/ambitmesh/ambit/pkg/netns"
 )
@@ -26,6 +27,8 @@ type Env struct {
 	Stack   *devstack.Stack
 	Topo    *netns.Topology
 	Config  []*localproc.Process
+	CA      []*localproc.Process
+	nodeA   *spiffe.Source
 	feed    *feedWatcher
 	closers []func()
 }
@@ -36,7 +39,7 @@ func (e *Env) Close() error {
 	for i := len(e.closers) - 1; i >= 0; i-- {
 		e.closers[i]()
 	}
-	for _, p := range e.Config {
+	for _, p := range append(e.CA, e.Config...) {
 		if err := p.Stop(10 * time.Second); err != nil {
 			errs = append(errs, err)
 		}
@@ -72,6 +75,9 @@ func Steps(env *Env) []Step {
 		{"Bad config is rejected with the field path and the bad value, and nothing is stored", env.rejectInvalid},
 		{"Every change reaches change-feed consumers: a consistent listing, then ordered updates", env.followFeed},
 		{"kill -9 of the change-feed leader loses nothing: the other replica takes over", env.killLeader},
+		{"The CA runs as two replicas started at the same instant on an empty etcd, sharing one root", env.startCA},
+		{"A node joins with a single-use token and gets its node identity", env.joinNode},
+		{"A node gets certificates only for the pods placed on it", env.nodeBoundCerts},
 	}
 	if os.Geteuid() == 0 {
 		steps = append(steps,
