@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/ambitmesh/ambit/pkg/devstack"
-	"github.com/ambitmesh/ambit/pkg/spiffe"
 	"github.com/ambitmesh/ambit/pkg/localproc"
 	"github.com/ambitmesh/ambit/pkg/netns"
+	"github.com/ambitmesh/ambit/pkg/spiffe"
 )
 
 // Env is what the steps share while the tour runs.
