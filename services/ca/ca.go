@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -28,6 +29,7 @@ import (
 	"github.com/ambitmesh/ambit/services/ca/internal/authz"
 	"github.com/ambitmesh/ambit/services/ca/internal/bootstrap"
 	"github.com/ambitmesh/ambit/services/ca/internal/bundle"
+	"github.com/ambitmesh/ambit/services/ca/internal/clustertrustbundle"
 	"github.com/ambitmesh/ambit/services/ca/internal/keystore"
 	"github.com/ambitmesh/ambit/services/ca/internal/ratelimit"
 	"github.com/ambitmesh/ambit/services/ca/internal/rotation"
@@ -52,6 +54,9 @@ type Options struct {
 	DropMargin time.Duration
 	// Publishers receive every trust bundle besides the Watch streams.
 	Publishers []bundle.Publisher
+	// PublishMaxBackoff caps the ClusterTrustBundle publisher's retry
+	// delay (tests; default clustertrustbundle.DefaultMaxBackoff).
+	PublishMaxBackoff time.Duration
 }
 
 // CA is one running replica.
@@ -66,6 +71,7 @@ type CA struct {
 	index    *authz.Index
 	consumer *changefeed.Consumer
 	reporter *bundle.Reporter
+	ctb      *clustertrustbundle.Publisher // nil unless Config.ConfigServers
 	srv      *server.Server
 	grpc     *grpc.Server
 }
@@ -126,6 +132,16 @@ func New(ctx context.Context, cfg Config, o Options) (_ *CA, err error) {
 	}
 	br := bundle.NewBroadcaster()
 	c.reporter = &bundle.Reporter{Etcd: c.etcd, Replica: cfg.ReplicaID, Source: br, Logger: o.Logger}
+	publishers := o.Publishers
+	if len(cfg.ConfigServers) > 0 {
+		c.ctb, err = clustertrustbundle.New(clustertrustbundle.Options{
+			Addresses: cfg.ConfigServers, TrustDomain: td, Logger: o.Logger, MaxBackoff: o.PublishMaxBackoff,
+		})
+		if err != nil {
+			return nil, &run.ConfigError{Err: err}
+		}
+		publishers = append(slices.Clip(publishers), c.ctb)
+	}
 	c.srv, err = server.New(ctx, server.Options{
 		TrustDomain: td,
 		Store:       c.store,
@@ -133,7 +149,7 @@ func New(ctx context.Context, cfg Config, o Options) (_ *CA, err error) {
 		Tokens:      bootstrap.NewStore(c.etcd, o.Now),
 		Authz:       &authz.Authorizer{Index: c.index, Etcd: c.etcd, TrustDomain: td, Logger: o.Logger},
 		Broadcaster: br,
-		Publishers:  o.Publishers,
+		Publishers:  publishers,
 		TTL:         signer.TTLPolicy{Default: cfg.DefaultTTL, Max: cfg.MaxTTL},
 		Limiter:     ratelimit.New(cfg.RateLimit, cfg.RateBurst, nil),
 		Logger:      o.Logger,
@@ -240,6 +256,9 @@ func (c *CA) Run(ctx context.Context) error {
 	g.Go("rotation", c.rot.Run)
 	g.Go("pod-index", c.consumer.Run)
 	g.Go("replica-report", c.reporter.Run)
+	if c.ctb != nil {
+		g.Go("cluster-trust-bundle", func(ctx context.Context) error { return c.ctb.Run(ctx, c.srv.Source()) })
+	}
 	return g.Wait()
 }
 

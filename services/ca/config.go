@@ -10,6 +10,8 @@ import (
 
 	"github.com/ambitmesh/ambit/pkg/confload"
 	"github.com/ambitmesh/ambit/pkg/spiffe"
+
+	"github.com/ambitmesh/ambit/services/ca/internal/clustertrustbundle"
 )
 
 // StoreConfig is what both the server and `ambit-ca issue-admin` need to
@@ -44,6 +46,10 @@ type Config struct {
 	ReplicaID       string        `flag:"replica-id" usage:"this replica's name in etcd and telemetry (default host-pid)" json:"replicaID"`
 	LogLevel        string        `flag:"log-level" usage:"debug, info, warn or error" json:"logLevel"`
 	ShutdownTimeout time.Duration `flag:"shutdown-timeout" usage:"how long shutdown may take" json:"shutdownTimeout"`
+	// ConfigServers, when set, turns on publishing the trust bundle as the
+	// ClusterTrustBundle ambit.io:<td>:bundle through the config API
+	// (package clustertrustbundle). Empty: not published.
+	ConfigServers []string `flag:"config-servers" usage:"config API addresses (host:port, comma-separated) to publish the trust bundle to as ClusterTrustBundle ambit.io:<td>:bundle; empty: not published" json:"configServers"`
 }
 
 // DefaultConfig returns the defaults.
@@ -83,9 +89,28 @@ func (c *Config) Validate() error {
 	if c.RateLimit > 0 && c.RateBurst < 1 {
 		errs = append(errs, confload.FieldErr("rate-burst", c.RateBurst, "must be at least 1"))
 	}
+	errs = append(errs, c.validateConfigServers())
 	if c.ReplicaID == "" {
 		host, _ := os.Hostname()
 		c.ReplicaID = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	return errors.Join(errs...)
+}
+
+// validateConfigServers checks the addresses and, when publishing is on,
+// that the trust domain can name a signer.
+func (c *Config) validateConfigServers() error {
+	if len(c.ConfigServers) == 0 {
+		return nil
+	}
+	var errs []error
+	for _, a := range c.ConfigServers {
+		errs = append(errs, confload.HostPort("config-servers", a))
+	}
+	if td, err := spiffeid.TrustDomainFromString(c.TrustDomain); err == nil {
+		if err := clustertrustbundle.CheckTrustDomain(td); err != nil {
+			errs = append(errs, confload.FieldErr("config-servers", c.ConfigServers, err.Error()))
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -72,6 +72,20 @@
 // under /ambit/v1/_ca/replicas/<replica> with a lease; the rotation sums
 // them. Other bundle channels plug in as bundle.Publisher.
 //
+// # The bundle as a resource (package clustertrustbundle)
+//
+// With --config-servers, every replica also writes the bundle through the
+// config API as the certificates.k8s.io ClusterTrustBundle
+// "ambit.io:<td>:bundle" (signer "ambit.io/<td>", roots in PEM, version in
+// the annotation ambit.io/bundle-version), authenticating with its serving
+// certificate; config lets spiffe://<td>/ambit/ca write that signer's
+// bundles and nothing else. Any replica may write: each reads first, skips
+// when the stored version is newer or equal with the same roots, and
+// otherwise applies with the stored resourceVersion as precondition, so
+// replicas never regress the bundle and usually only one writes. Writes are
+// retried with backoff while config is unreachable. The rotation's
+// advance gate still counts Watch acknowledgements only.
+//
 // # Telemetry
 //
 // Spans per request (ca.CreateCertificate with ca.sign, join, rotation)

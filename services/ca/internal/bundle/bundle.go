@@ -15,9 +15,9 @@
 // new root — a watcher that received a bundle but never acknowledged it
 // does not count, since receipt is not installation.
 //
-// Publisher is the seam for other channels: a publisher that writes the
-// bundle as a resource through the config service (so proxies that follow
-// the change feed pick it up) plugs in beside the Broadcaster.
+// Publisher is the seam for other channels: package clustertrustbundle
+// writes the bundle as a resource through the config service (so proxies
+// that follow the change feed pick it up) beside the Broadcaster.
 package bundle
 
 import (

@@ -1,7 +1,8 @@
 // Package resource decodes, canonicalizes and validates the resources the
 // config service accepts: Istio security and networking kinds, Gateway API
-// kinds and the core Kubernetes kinds the mesh reads. It holds no state and
-// does no I/O; the API and storage layers build on it.
+// kinds, the core Kubernetes kinds the mesh reads and certificates.k8s.io
+// ClusterTrustBundle (how ambit-ca publishes its trust bundle). It holds no
+// state and does no I/O; the API and storage layers build on it.
 //
 // # Kinds
 //
@@ -15,9 +16,9 @@
 // The ecosystem's own Go types hold the specs: istio.io/api protos for
 // Istio kinds (v1alpha3/v1beta1 messages, which the v1 packages alias),
 // sigs.k8s.io/gateway-api v1 structs for Gateway API kinds, k8s.io/api
-// structs for core kinds. A Secret has no spec in Kubernetes; its
-// type/data/immutable live beside metadata, so the package keeps them in a
-// SecretContent and stores them at the top level again.
+// structs for core kinds and ClusterTrustBundle. A Secret has no spec in
+// Kubernetes; its type/data/immutable live beside metadata, so the package
+// keeps them in a SecretContent and stores them at the top level again.
 //
 // # Decoding
 //
@@ -59,6 +60,7 @@
 //   - Secret: type Opaque; stringData merged into data and dropped.
 //   - Istio kinds: none (proto3 has no defaults); durations are rewritten to
 //     seconds and 64-bit integers are written as strings, as protojson does.
+//   - ClusterTrustBundle: none; trustBundle is stored exactly as given.
 //
 // Metadata is kept as given (the store owns uid, resourceVersion,
 // generation and creationTimestamp). Status is kept as opaque compact JSON:
@@ -102,6 +104,14 @@
 // transaction as the write (Object.NamespaceKey), which also closes the race
 // with a concurrent namespace deletion. The object size cap
 // (DefaultMaxObjectBytes, 512 KiB) applies to the stored JSON.
+//
+// ClusterTrustBundle follows the API server: with spec.signerName set the
+// name must start with the signer name, '/' written as ':', then ':'
+// (ambit-ca writes "ambit.io:<trust-domain>:bundle" for signer
+// "ambit.io/<trust-domain>"); trustBundle holds PEM CERTIFICATE blocks
+// without headers, each an X.509 CA certificate, none twice. Text between
+// blocks is ignored as Kubernetes ignores it, but a block that does not
+// decode is refused, where Kubernetes would skip it and silently lose a root.
 //
 // Pods: Ambit runs no containers, so a Pod's containers are optional (a Pod
 // is a network identity placed on a node); when present their names and

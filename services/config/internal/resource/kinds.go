@@ -6,6 +6,7 @@ import (
 
 	networkingv1alpha3 "istio.io/api/networking/v1alpha3"
 	securityv1beta1 "istio.io/api/security/v1beta1"
+	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -13,10 +14,11 @@ import (
 
 // API groups of the kinds the config service accepts.
 const (
-	GroupCore       = ""
-	GroupSecurity   = "security.istio.io"
-	GroupNetworking = "networking.istio.io"
-	GroupGateway    = "gateway.networking.k8s.io"
+	GroupCore         = ""
+	GroupSecurity     = "security.istio.io"
+	GroupNetworking   = "networking.istio.io"
+	GroupGateway      = "gateway.networking.k8s.io"
+	GroupCertificates = "certificates.k8s.io"
 
 	// CoreKeyGroup is how the core (empty) API group is spelled in storage
 	// keys and change-feed subjects, where an empty segment is not allowed.
@@ -33,6 +35,7 @@ const (
 	nameDNS1123Subdomain nameRule = iota // most kinds, including every CRD
 	nameDNS1123Label                     // Namespace
 	nameDNS1035Label                     // Service (its name becomes a DNS label and must start with a letter)
+	nameBySpec                           // ClusterTrustBundle: the rule depends on the spec, so validateSpec checks it
 )
 
 // bodyLayout says where a kind keeps its content in the stored JSON.
@@ -130,6 +133,10 @@ type KindTable struct {
 //     served with the identical schema, so we store the newer name).
 //   - GRPCRoute is accepted only as v1: the v1.6 CRDs no longer serve v1alpha2.
 //   - core kinds: v1 only.
+//   - certificates.k8s.io ClusterTrustBundle v1beta1/v1alpha1 → v1: the
+//     three versions share one schema (signerName, trustBundle), and v1 is
+//     GA since Kubernetes 1.37 (k8s.io/api v0.37), which deprecates v1beta1
+//     in its favor; v1alpha1 stays accepted for old manifests.
 func Kinds() *KindTable {
 	istioSecurity := []string{"v1", "v1beta1"}
 	istioNetworking := []string{"v1", "v1beta1", "v1alpha3"}
@@ -222,6 +229,12 @@ func Kinds() *KindTable {
 			spec:         structSpec[gatewayv1.ReferenceGrantSpec](),
 			validateSpec: validateReferenceGrant,
 		},
+		// certificates.k8s.io
+		{
+			group: GroupCertificates, name: "ClusterTrustBundle", versions: []string{"v1", "v1beta1", "v1alpha1"}, nameRule: nameBySpec,
+			spec:         structSpec[certificatesv1.ClusterTrustBundleSpec](),
+			validateSpec: validateClusterTrustBundle,
+		},
 	}
 
 	t := &KindTable{kinds: kinds, byGroupKind: make(map[groupKind]*Kind, len(kinds))}
@@ -233,7 +246,7 @@ func Kinds() *KindTable {
 }
 
 // All returns the kinds in a stable order (core, Istio security, Istio
-// networking, Gateway API).
+// networking, Gateway API, certificates).
 func (t *KindTable) All() []*Kind { return slices.Clone(t.kinds) }
 
 // ByGroupKind finds a kind by API group and kind name. The core group may be

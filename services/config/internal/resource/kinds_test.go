@@ -27,6 +27,9 @@ func TestKindTableCanonicalVersions(t *testing.T) {
 		{"gateway.networking.k8s.io/v1beta1", "HTTPRoute", "gateway.networking.k8s.io/v1", "gateway.networking.k8s.io", true},
 		{"gateway.networking.k8s.io/v1", "GRPCRoute", "gateway.networking.k8s.io/v1", "gateway.networking.k8s.io", true},
 		{"gateway.networking.k8s.io/v1beta1", "ReferenceGrant", "gateway.networking.k8s.io/v1", "gateway.networking.k8s.io", true},
+		{"certificates.k8s.io/v1", "ClusterTrustBundle", "certificates.k8s.io/v1", "certificates.k8s.io", false},
+		{"certificates.k8s.io/v1beta1", "ClusterTrustBundle", "certificates.k8s.io/v1", "certificates.k8s.io", false},
+		{"certificates.k8s.io/v1alpha1", "ClusterTrustBundle", "certificates.k8s.io/v1", "certificates.k8s.io", false},
 	}
 	kinds := Kinds()
 	for _, tt := range tests {

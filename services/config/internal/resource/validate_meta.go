@@ -54,6 +54,8 @@ func validateObjectName(p *field.Path, name string, rule nameRule) ErrorList {
 			return ErrorList{errInvalid(p, name, "invalid name", strings.Join(msgs, "; "))}
 		}
 		return nil
+	case nameBySpec:
+		return nil
 	default:
 		return validateDNS1123Subdomain(p, name, "invalid name")
 	}

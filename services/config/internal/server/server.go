@@ -99,7 +99,7 @@ func (s *Server) Apply(ctx context.Context, req *configv1.ApplyRequest) (*config
 }
 
 func (s *Server) apply(ctx context.Context, caller Caller, req *configv1.ApplyRequest) (*configv1.ApplyResponse, error) {
-	if !caller.isAdmin() {
+	if !caller.mayApply() {
 		return nil, fmt.Errorf("%w: %s may not apply configuration", errPermission, caller)
 	}
 	objs, err := s.kinds.DecodeWith(req.GetManifest(), resource.DecodeOptions{DefaultNamespace: req.GetDefaultNamespace()})
@@ -110,6 +110,9 @@ func (s *Server) apply(ctx context.Context, caller Caller, req *configv1.ApplyRe
 		return nil, fmt.Errorf("%w: a manifest must hold exactly one object, this one holds %d", store.ErrInvalid, len(objs))
 	}
 	obj := objs[0]
+	if err := authorizeApply(caller, obj); err != nil {
+		return nil, err
+	}
 	if err := s.validate.Validate(obj); err != nil {
 		return nil, err
 	}

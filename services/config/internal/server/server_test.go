@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"net"
 	"strconv"
@@ -278,4 +279,68 @@ func TestStatusReportsDistribution(t *testing.T) {
 	if st.GetRevision() != rev || st.GetProxiesTotal() != 2 || st.GetProxiesConverged() != 1 || len(st.GetPending()) != 1 || st.GetPending()[0].GetProxyId() != "ztunnel~node-b" {
 		t.Fatalf("status = %v", st)
 	}
+}
+
+// TestCATrustBundleAuthorization: the CA may create and update the
+// ClusterTrustBundles of its own signer, ambit.io/<td>, and nothing else;
+// nobody but admins and the CA may apply.
+func TestCATrustBundleAuthorization(t *testing.T) {
+	w := newWorld(t)
+	td := spiffe.DefaultTrustDomain()
+	admin := w.client(must(spiffe.NewAdmin(td, "")))
+	ca := w.client(must(spiffe.NewControlPlane(td, spiffe.ComponentCA)))
+	xds := w.client(must(spiffe.NewControlPlane(td, spiffe.ComponentXDS)))
+	node := w.client(must(spiffe.NewNode(td, "node-a")))
+	root := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: w.ca.Root().Raw}))
+	bundle := func(name, signer, version string) string {
+		m := fmt.Sprintf("apiVersion: certificates.k8s.io/v1\nkind: ClusterTrustBundle\nmetadata:\n  name: %s\n  annotations: {ambit.io/bundle-version: %q}\nspec:\n", name, version)
+		if signer != "" {
+			m += "  signerName: " + signer + "\n"
+		}
+		return m + "  trustBundle: |\n    " + strings.ReplaceAll(strings.TrimSpace(root), "\n", "\n    ") + "\n"
+	}
+	own := bundle("ambit.io:cluster.local:bundle", "ambit.io/cluster.local", "1")
+	mustApply(t, admin, "apiVersion: v1\nkind: Namespace\nmetadata: {name: demo}\n")
+
+	tests := []struct {
+		name     string
+		client   configv1.ConfigServiceClient
+		manifest string
+		want     configv1.ApplyResult
+		code     codes.Code
+		substr   string
+	}{
+		{"the CA creates its bundle", ca, own, configv1.ApplyResult_APPLY_RESULT_CREATED, codes.OK, ""},
+		{"and re-applies it unchanged", ca, own, configv1.ApplyResult_APPLY_RESULT_UNCHANGED, codes.OK, ""},
+		{"and updates it", ca, bundle("ambit.io:cluster.local:bundle", "ambit.io/cluster.local", "2"), configv1.ApplyResult_APPLY_RESULT_CONFIGURED, codes.OK, ""},
+		{"the CA cannot apply a Service", ca, "apiVersion: v1\nkind: Service\nmetadata: {name: evil, namespace: demo}\nspec: {ports: [{port: 80}]}\n",
+			0, codes.PermissionDenied, "may apply only ClusterTrustBundles, not Service"},
+		{"nor another signer's bundle", ca, bundle("example.com:corp:roots", "example.com/corp", "1"), 0, codes.PermissionDenied, `of signer "ambit.io/cluster.local", not "example.com/corp"`},
+		{"nor another trust domain's", ca, bundle("ambit.io:other.td:bundle", "ambit.io/other.td", "1"), 0, codes.PermissionDenied, `not "ambit.io/other.td"`},
+		{"nor a bundle without a signer", ca, bundle("corp-roots", "", "1"), 0, codes.PermissionDenied, `not ""`},
+		{"a node cannot apply the bundle", node, own, 0, codes.PermissionDenied, "may not apply configuration"},
+		{"nor can another component", xds, own, 0, codes.PermissionDenied, "may not apply configuration"},
+		{"an admin may apply any signer's bundle", admin, bundle("example.com:corp:roots", "example.com/corp", "1"), configv1.ApplyResult_APPLY_RESULT_CREATED, codes.OK, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, err := tt.client.Apply(context.Background(), &configv1.ApplyRequest{Manifest: []byte(tt.manifest)})
+			if tt.code != codes.OK {
+				wantCode(t, err, tt.code, tt.substr)
+				return
+			}
+			if err != nil || resp.GetResult() != tt.want {
+				t.Fatalf("apply: %v, %v; want %v", resp.GetResult(), err, tt.want)
+			}
+		})
+	}
+
+	// What the CA wrote is what it last applied; the refused writes left
+	// nothing behind.
+	got, err := admin.Get(context.Background(), &configv1.GetRequest{Ref: &configv1.ObjectRef{Kind: "ClusterTrustBundle", Name: "ambit.io:cluster.local:bundle"}})
+	if err != nil || !strings.Contains(string(got.GetObject()), `"ambit.io/bundle-version":"2"`) {
+		t.Fatalf("stored bundle: %s, %v", got.GetObject(), err)
+	}
+	_, err = admin.Get(context.Background(), &configv1.GetRequest{Ref: &configv1.ObjectRef{Kind: "Service", Namespace: "demo", Name: "evil"}})
+	wantCode(t, err, codes.NotFound, "not found")
 }
