@@ -30,7 +30,15 @@ TOOLS := github.com/bufbuild/buf/cmd/buf \
          honnef.co/go/tools/cmd/staticcheck \
          golang.org/x/perf/cmd/benchstat
 
-.PHONY: all build test test-unit test-e2e generate verify bench demo clean tools repo-tool \
+# The reference CNI plugins the local runtime chains ambit-cni after
+# (versions pinned in tools/go.mod).
+CNI_PLUGIN_DIR := $(TOOLBIN)/cni
+CNI_PLUGINS    := github.com/containernetworking/plugins/plugins/main/bridge \
+                  github.com/containernetworking/plugins/plugins/ipam/host-local \
+                  github.com/containernetworking/plugins/plugins/main/loopback
+export AMBIT_CNI_PLUGIN_DIR := $(CNI_PLUGIN_DIR)
+
+.PHONY: cni-plugins all build test test-unit test-e2e generate verify bench demo clean tools repo-tool \
         fmt-check vet staticcheck tidy-check generate-check layout-check
 
 all: build
@@ -44,6 +52,11 @@ $(REPO): $(wildcard tools/cmd/ambit-repo/*.go) tools/go.mod versions.yaml
 ## tools: pinned code generators and linters from tools/go.mod into .bin/.
 tools: $(REPO)
 	cd tools && GOWORK=off $(GO) build -o $(TOOLBIN)/ $(TOOLS)
+
+## cni-plugins: bridge, host-local and loopback into .bin/cni/.
+cni-plugins:
+	@mkdir -p $(CNI_PLUGIN_DIR)
+	cd tools && GOWORK=off $(GO) build -o $(CNI_PLUGIN_DIR)/ $(CNI_PLUGINS)
 
 ## build: every binary into bin/, stamped with its component version.
 build: $(REPO)
@@ -59,7 +72,7 @@ ifeq ($(IS_ROOT),yes)
 test: test-e2e
 endif
 
-test-unit: $(REPO) build
+test-unit: $(REPO) build cni-plugins
 	@$(REPO) check
 	@for m in $(MODULES); do \
 		echo "=== test $$m"; \
@@ -67,7 +80,7 @@ test-unit: $(REPO) build
 	done
 
 ## test-e2e: the end-to-end suite against the built binaries (root).
-test-e2e: build
+test-e2e: build cni-plugins
 	@if [ -d tests/e2e ]; then \
 		cd tests && AMBIT_BIN=$(BIN) $(GO) test $(GOTESTFLAGS) -tags e2e ./e2e/...; \
 	else echo "test-e2e: no e2e suite yet (tests/e2e)"; fi
@@ -117,7 +130,7 @@ bench: $(REPO) tools build
 	$(REPO) splice docs/benchmarks.md bench .bench/summary.md
 
 ## demo: the README's main command.
-demo: build
+demo: build cni-plugins
 	$(BIN)/ambitctl demo
 
 clean:

@@ -11,9 +11,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/resolver"
-	"google.golang.org/grpc/resolver/manual"
 
+	"github.com/ambitmesh/ambit/pkg/cpdial"
 	"github.com/ambitmesh/ambit/pkg/spiffe"
 )
 
@@ -28,17 +27,11 @@ func (c Context) Dial(ctx context.Context, addrs []string, component spiffe.Comp
 	if err != nil {
 		return nil, err
 	}
-	r := manual.NewBuilderWithScheme("ambit")
-	state := resolver.State{}
-	for _, a := range addrs {
-		state.Addresses = append(state.Addresses, resolver.Address{Addr: a})
+	conn, err := cpdial.Dial(addrs, creds, cpdial.WithName(string(component)))
+	if err != nil {
+		return nil, fmt.Errorf("context %q: %s servers: %w", c.Name, component, err)
 	}
-	r.InitialState(state)
-	return grpc.NewClient(r.Scheme()+":///"+string(component),
-		grpc.WithResolvers(r),
-		grpc.WithTransportCredentials(creds),
-		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`),
-	)
+	return conn, nil
 }
 
 func (c Context) credentials(addrs []string, component spiffe.Component) (credentials.TransportCredentials, error) {
@@ -71,7 +64,7 @@ func (c Context) credentials(addrs []string, component spiffe.Component) (creden
 	if id.Kind() != spiffe.KindAdmin {
 		return nil, errors.New("ambitctl needs an admin identity (spiffe://<td>/ambit/admin); " + files.CertFile + " holds " + id.String())
 	}
-	return credentials.NewTLS(spiffe.ClientConfig(src, spiffe.AuthorizeComponents(td, component))), nil
+	return cpdial.MTLS(src, spiffe.AuthorizeComponents(td, component)), nil
 }
 
 func orDefault(s, def string) string {

@@ -50,7 +50,21 @@ type ConfigServiceClient interface {
 	Get(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (*GetResponse, error)
 	List(ctx context.Context, in *ListRequest, opts ...grpc.CallOption) (*ListResponse, error)
 	Delete(ctx context.Context, in *DeleteRequest, opts ...grpc.CallOption) (*DeleteResponse, error)
-	// Watch streams changes after a revision (0: from now).
+	// Watch streams the changes after a revision (0: from now), filtered by
+	// kind and namespace, each exactly once and in revision order. To follow
+	// a kind without gaps, List it and Watch from the list's revision; after
+	// a broken stream, Watch again from the last revision received.
+	//
+	// A replica serves Watch from its own bounded cache of recent changes,
+	// fed by the change feed (etcd sees one watcher however many clients
+	// watch), not from etcd's history. The stream fails with OUT_OF_RANGE
+	// ("too old resource version", as Kubernetes' 410 Gone) when the cache
+	// no longer holds every change after the revision, when the cache had to
+	// re-list and cannot prove continuity, or when the client reads too
+	// slowly to keep up; the client must then List again and Watch from the
+	// new revision. A revision ahead of the replica is fine: changes after it
+	// arrive as the replica catches up. UNAVAILABLE means the replica is
+	// shutting down: Watch another one from the last revision received.
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error)
 	// Status reports how far an object's current revision has reached the
 	// data plane: which proxies acknowledged it, which are pending, which
@@ -159,7 +173,21 @@ type ConfigServiceServer interface {
 	Get(context.Context, *GetRequest) (*GetResponse, error)
 	List(context.Context, *ListRequest) (*ListResponse, error)
 	Delete(context.Context, *DeleteRequest) (*DeleteResponse, error)
-	// Watch streams changes after a revision (0: from now).
+	// Watch streams the changes after a revision (0: from now), filtered by
+	// kind and namespace, each exactly once and in revision order. To follow
+	// a kind without gaps, List it and Watch from the list's revision; after
+	// a broken stream, Watch again from the last revision received.
+	//
+	// A replica serves Watch from its own bounded cache of recent changes,
+	// fed by the change feed (etcd sees one watcher however many clients
+	// watch), not from etcd's history. The stream fails with OUT_OF_RANGE
+	// ("too old resource version", as Kubernetes' 410 Gone) when the cache
+	// no longer holds every change after the revision, when the cache had to
+	// re-list and cannot prove continuity, or when the client reads too
+	// slowly to keep up; the client must then List again and Watch from the
+	// new revision. A revision ahead of the replica is fine: changes after it
+	// arrive as the replica catches up. UNAVAILABLE means the replica is
+	// shutting down: Watch another one from the last revision received.
 	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error
 	// Status reports how far an object's current revision has reached the
 	// data plane: which proxies acknowledged it, which are pending, which

@@ -1,16 +1,13 @@
 package clustertrustbundle
 
 import (
-	"errors"
+	"fmt"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/resolver"
-	"google.golang.org/grpc/resolver/manual"
 
+	"github.com/ambitmesh/ambit/pkg/cpdial"
 	"github.com/ambitmesh/ambit/pkg/spiffe"
 )
 
@@ -22,27 +19,14 @@ import (
 // reconnect delay is capped at maxBackoff, so a config service that comes
 // back is found no later than the publisher's own next retry.
 func Dial(addrs []string, src spiffe.X509Source, td spiffeid.TrustDomain, maxBackoff time.Duration) (*grpc.ClientConn, error) {
-	if len(addrs) == 0 {
-		return nil, errors.New("clustertrustbundle: no config server addresses")
-	}
 	configID, err := spiffe.NewControlPlane(td, spiffe.ComponentConfig)
 	if err != nil {
 		return nil, err
 	}
-	r := manual.NewBuilderWithScheme("ambit-config")
-	state := resolver.State{}
-	for _, a := range addrs {
-		state.Addresses = append(state.Addresses, resolver.Address{Addr: a})
+	conn, err := cpdial.Dial(addrs, cpdial.MTLS(src, spiffe.AuthorizeIdentity(configID)),
+		cpdial.WithName(string(spiffe.ComponentConfig)), cpdial.WithMaxBackoff(maxBackoff))
+	if err != nil {
+		return nil, fmt.Errorf("clustertrustbundle: %w", err)
 	}
-	r.InitialState(state)
-	creds := credentials.NewTLS(spiffe.ClientConfig(src, spiffe.AuthorizeIdentity(configID)))
-	return grpc.NewClient(r.Scheme()+":///config",
-		grpc.WithResolvers(r),
-		grpc.WithTransportCredentials(creds),
-		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`),
-		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           backoff.Config{BaseDelay: min(time.Second, maxBackoff), Multiplier: 1.6, Jitter: 0.2, MaxDelay: maxBackoff},
-			MinConnectTimeout: 5 * time.Second,
-		}),
-	)
+	return conn, nil
 }

@@ -1,6 +1,7 @@
 // Package app wires the config service together: state connections, the
 // store, the gRPC API, the change-feed publisher (which only the elected
-// replica runs), the distribution-status tracker, health and telemetry.
+// replica runs), the change-feed consumer feeding the watch cache that
+// serves Watch, the distribution-status tracker, health and telemetry.
 package app
 
 import (
@@ -15,6 +16,7 @@ import (
 	"github.com/ambitmesh/ambit/pkg/stateconn"
 	"github.com/ambitmesh/ambit/services/config/internal/resource"
 	"github.com/ambitmesh/ambit/services/config/internal/store"
+	"github.com/ambitmesh/ambit/services/config/internal/watchhub"
 )
 
 // Component is the config service's name in versions.yaml, metrics and
@@ -45,6 +47,9 @@ type Config struct {
 	ServiceCIDRs      []string      `json:"serviceCIDRs" flag:"service-cidrs" usage:"pools of Service cluster IPs, one per family"`
 	ServiceEntryCIDRs []string      `json:"serviceEntryCIDRs" flag:"serviceentry-cidrs" usage:"pools of automatic ServiceEntry VIPs"`
 	MaxObjectBytes    int           `json:"maxObjectBytes" flag:"max-object-bytes" usage:"largest stored object, below NATS max_payload"`
+	WatchCacheEvents  int           `json:"watchCacheEvents" flag:"watch-cache-events" usage:"recent events each replica keeps for Watch; a watch from an older revision must re-list"`
+	WatchCacheBytes   int           `json:"watchCacheBytes" flag:"watch-cache-bytes" usage:"largest total size of the objects the watch cache keeps"`
+	WatchBufferEvents int           `json:"watchBufferEvents" flag:"watch-buffer-events" usage:"events one Watch stream may have pending before it is ended as too slow"`
 	StatusExpiry      time.Duration `json:"statusExpiry" flag:"status-expiry" usage:"forget an xds replica's proxies after this long without a report"`
 	ShutdownTimeout   time.Duration `json:"shutdownTimeout" flag:"shutdown-timeout" usage:"how long a graceful shutdown may take"`
 }
@@ -64,6 +69,9 @@ func DefaultConfig() *Config {
 		ServiceCIDRs:      []string{store.DefaultServiceCIDR.String()},
 		ServiceEntryCIDRs: []string{store.DefaultServiceEntryCIDR.String()},
 		MaxObjectBytes:    resource.DefaultMaxObjectBytes,
+		WatchCacheEvents:  watchhub.DefaultCapacity,
+		WatchCacheBytes:   watchhub.DefaultMaxBytes,
+		WatchBufferEvents: watchhub.DefaultWatcherBuffer,
 		StatusExpiry:      30 * time.Second,
 		ShutdownTimeout:   15 * time.Second,
 	}
@@ -114,6 +122,15 @@ func (c *Config) Validate() error {
 	// Leave room for the change-feed envelope within NATS' default 1 MiB.
 	if c.MaxObjectBytes < 1024 || c.MaxObjectBytes > 900<<10 {
 		add(confload.FieldErr("max-object-bytes", c.MaxObjectBytes, "must be between 1 KiB and 900 KiB"))
+	}
+	if c.WatchCacheEvents < 1 {
+		add(confload.FieldErr("watch-cache-events", c.WatchCacheEvents, "must be at least 1"))
+	}
+	if c.WatchCacheBytes < 1<<20 {
+		add(confload.FieldErr("watch-cache-bytes", c.WatchCacheBytes, "must be at least 1 MiB"))
+	}
+	if c.WatchBufferEvents < 1 {
+		add(confload.FieldErr("watch-buffer-events", c.WatchBufferEvents, "must be at least 1"))
 	}
 	return errors.Join(errs...)
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -53,10 +54,11 @@ func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 // proc is one running replica.
 type proc struct {
-	id   string
-	cmd  *exec.Cmd
-	addr string
-	done chan struct{}
+	id    string
+	cmd   *exec.Cmd
+	addr  string
+	admin string
+	done  chan struct{}
 }
 
 func startReplica(t *testing.T, bin, id string, stack *devstack.Stack) *proc {
@@ -73,17 +75,18 @@ func startReplica(t *testing.T, bin, id string, stack *devstack.Stack) *proc {
 		t.Fatal(err)
 	}
 	p := &proc{id: id, cmd: cmd, done: make(chan struct{})}
-	addrCh := make(chan string, 1)
+	addrCh := make(chan [2]string, 1)
 	go func() {
 		defer close(p.done)
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			var line struct {
-				Msg  string `json:"msg"`
-				GRPC string `json:"grpc"`
+				Msg   string `json:"msg"`
+				GRPC  string `json:"grpc"`
+				Admin string `json:"admin"`
 			}
 			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "serving" {
-				addrCh <- line.GRPC
+				addrCh <- [2]string{line.GRPC, line.Admin}
 			}
 		}
 		io.Copy(io.Discard, stderr)
@@ -94,13 +97,34 @@ func startReplica(t *testing.T, bin, id string, stack *devstack.Stack) *proc {
 		<-p.done
 	})
 	select {
-	case p.addr = <-addrCh:
+	case a := <-addrCh:
+		p.addr, p.admin = a[0], a[1]
 	case <-p.done:
 		t.Fatalf("replica %s exited before serving", id)
 	case <-time.After(30 * time.Second):
 		t.Fatalf("replica %s did not start serving", id)
 	}
 	return p
+}
+
+// waitReady polls /readyz until the replica is ready: connected, and its
+// watch cache synced with the change feed.
+func (p *proc) waitReady(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://" + p.admin + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replica %s not ready: %v", p.id, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func (p *proc) kill() {
@@ -133,8 +157,10 @@ func leader(ctx context.Context, etcd *clientv3.Client) (string, error) {
 // TestHAApplyWhileLeaderKilled runs three replicas from the built binary,
 // spreads 1,000 applies over them, kill -9s the change-feed leader midway,
 // and checks that every object is in etcd and on the feed exactly once, in
-// revision order, with distinct cluster IPs.
+// revision order, with distinct cluster IPs, and that a Watch on a
+// surviving replica saw each exactly once.
 func TestHAApplyWhileLeaderKilled(t *testing.T) {
+	const total = 1000
 	if testing.Short() {
 		t.Skip("spawns three config replicas")
 	}
@@ -170,11 +196,41 @@ func TestHAApplyWhileLeaderKilled(t *testing.T) {
 	}
 	t.Logf("leader: %s", leaderID)
 
+	// A client of a replica that keeps running lists, then watches from the
+	// list's revision; Watch is served from that replica's own change-feed
+	// consumer, so the leader's death must not disturb it.
+	var watchClient configv1.ConfigServiceClient
+	for i, id := range ids {
+		if id != leaderID {
+			// Ready: its cache synced before the namespace was created, so
+			// it covers the listing's revision.
+			replicas[id].waitReady(t)
+			watchClient = clients[i]
+			break
+		}
+	}
 	if _, err := clients[0].Apply(ctx, &configv1.ApplyRequest{Manifest: []byte("apiVersion: v1\nkind: Namespace\nmetadata: {name: ha}\n")}); err != nil {
 		t.Fatal(err)
 	}
 
-	const total = 1000
+	wctx, wcancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer wcancel()
+	stream := listAndWatch(t, wctx, watchClient, clients[0])
+	watched := make(chan []*configv1.WatchEvent, 1)
+	watchErr := make(chan error, 1)
+	go func() {
+		var evs []*configv1.WatchEvent
+		for len(evs) < total {
+			resp, err := stream.Recv()
+			if err != nil {
+				watchErr <- fmt.Errorf("after %d events: %w", len(evs), err)
+				return
+			}
+			evs = append(evs, resp.GetEvents()...)
+		}
+		watched <- evs
+	}()
+
 	var next, applied atomic.Int64
 	var killed atomic.Bool
 	var killedAt atomic.Int64
@@ -235,7 +291,7 @@ func TestHAApplyWhileLeaderKilled(t *testing.T) {
 	t.Logf("applied %d services; leader %s killed, %s leads within %s", total, leaderID, newLeader, time.Since(time.Unix(0, killedAt.Load())).Round(time.Millisecond))
 
 	// etcd holds every object once.
-	resp, err := etcd.Get(ctx, changefeed.ResourcePrefix+"core/Service/ha/", clientv3.WithPrefix())
+	resp, err := etcd.Get(ctx, changefeed.ResourcePrefix+"core/Service/ha/svc-", clientv3.WithPrefix())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,6 +342,69 @@ func TestHAApplyWhileLeaderKilled(t *testing.T) {
 			t.Fatalf("%s is on the feed %d times, want once", kv.Key, n)
 		}
 	}
+
+	// The watch saw every service created exactly once, in order.
+	var evs []*configv1.WatchEvent
+	select {
+	case evs = <-watched:
+	case err := <-watchErr:
+		t.Fatalf("watch: %v", err)
+	}
+	names := map[string]bool{}
+	for i, e := range evs {
+		var o struct {
+			Metadata struct {
+				Name string `json:"name"`
+			} `json:"metadata"`
+		}
+		if err := json.Unmarshal(e.GetObject(), &o); err != nil {
+			t.Fatal(err)
+		}
+		if e.GetType() != configv1.WatchEventType_WATCH_EVENT_TYPE_ADDED || names[o.Metadata.Name] {
+			t.Fatalf("watch event %d: %v %s (seen before: %v)", i, e.GetType(), o.Metadata.Name, names[o.Metadata.Name])
+		}
+		if i > 0 && e.GetRevision() <= evs[i-1].GetRevision() {
+			t.Fatalf("watch event %d at %d does not follow %d", i, e.GetRevision(), evs[i-1].GetRevision())
+		}
+		names[o.Metadata.Name] = true
+	}
+}
+
+// listAndWatch lists the services of namespace ha, watches from the list's
+// revision and proves the watch live with a probe object, re-listing on
+// OutOfRange as a client must: a replica's watch cache may still reset once
+// right after the very first leader's start marker.
+func listAndWatch(t *testing.T, ctx context.Context, c, writer configv1.ConfigServiceClient) configv1.ConfigService_WatchClient {
+	t.Helper()
+	ref := &configv1.ObjectRef{Kind: "Service", Namespace: "ha"}
+	for attempt := range 5 {
+		list, err := c.List(ctx, &configv1.ListRequest{Ref: ref})
+		if err != nil {
+			t.Fatal(err)
+		}
+		stream, err := c.Watch(ctx, &configv1.WatchRequest{Ref: ref, AfterRevision: list.GetRevision()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		probe := fmt.Sprintf("probe-%d", attempt)
+		if _, err := writer.Apply(ctx, &configv1.ApplyRequest{Manifest: []byte("apiVersion: v1\nkind: Service\nmetadata: {name: " + probe + ", namespace: ha}\nspec: {ports: [{port: 80}]}\n")}); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := stream.Recv()
+		if status.Code(err) == codes.OutOfRange {
+			t.Logf("watch must re-list: %v", err)
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if evs := resp.GetEvents(); len(evs) != 1 || !strings.Contains(string(evs[0].GetObject()), `"name":"`+probe+`"`) {
+			t.Fatalf("first watch response: %v", resp)
+		}
+		return stream
+	}
+	t.Fatal("the watch kept asking to re-list")
+	return nil
 }
 
 // readFeed reads the whole stream, checking order, and counts puts per key.

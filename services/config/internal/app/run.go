@@ -28,6 +28,7 @@ import (
 	configv1 "github.com/ambitmesh/ambit/proto/ambit/config/v1"
 	"github.com/ambitmesh/ambit/services/config/internal/server"
 	"github.com/ambitmesh/ambit/services/config/internal/store"
+	"github.com/ambitmesh/ambit/services/config/internal/watchhub"
 )
 
 func spiffeTrustDomain(s string) (spiffeid.TrustDomain, error) {
@@ -75,6 +76,8 @@ type replica struct {
 	store   *store.Store
 	tracker *proxystatus.Tracker
 	pub     *changefeed.Publisher
+	hub     *watchhub.Hub
+	feed    *changefeed.Consumer
 	grpc    *grpc.Server
 	lis     net.Listener
 	admin   *run.Admin
@@ -122,8 +125,27 @@ func newReplica(ctx context.Context, cfg *Config, info buildinfo.Info, tel *tele
 		return nil, err
 	}
 	r.tracker = proxystatus.NewTracker(proxystatus.TrackerOptions{ExpireAfter: cfg.StatusExpiry, Logger: r.log})
+	feedTel := changefeed.Telemetry{
+		Logger: r.log, TracerProvider: tel.TracerProvider(), MeterProvider: tel.MeterProvider(), Propagator: tel.Propagator(),
+	}
+	// Watch is served from this replica's own consumer of the feed, never
+	// from an etcd watch per client: etcd load stays independent of the
+	// number of watchers (DESIGN §3).
+	r.hub, err = watchhub.New(watchhub.Options{
+		Render: watchhub.StoreRender(r.store), Capacity: cfg.WatchCacheEvents, MaxBytes: cfg.WatchCacheBytes, WatcherBuffer: cfg.WatchBufferEvents,
+		Logger: r.log, MeterProvider: tel.MeterProvider(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	r.feed, err = changefeed.NewConsumer(changefeed.ConsumerOptions{
+		Etcd: r.etcd, NATS: r.nats, Handler: r.hub, Name: "config-watch", Telemetry: feedTel,
+	})
+	if err != nil {
+		return nil, err
+	}
 	api, err := server.New(server.Options{
-		Store: r.store, Distribution: r.tracker, InsecureLoopback: cfg.InsecureLoopback,
+		Store: r.store, Watch: r.hub, Distribution: r.tracker, InsecureLoopback: cfg.InsecureLoopback,
 		MaxObjectBytes: cfg.MaxObjectBytes, Logger: r.log, MeterProvider: tel.MeterProvider(),
 	})
 	if err != nil {
@@ -131,10 +153,8 @@ func newReplica(ctx context.Context, cfg *Config, info buildinfo.Info, tel *tele
 	}
 	r.pub, err = changefeed.NewPublisher(changefeed.PublisherOptions{
 		Etcd: r.etcd, NATS: r.nats, ID: cfg.ReplicaID, SessionTTL: cfg.ElectionTTL,
-		Stream: changefeed.StreamOptions{Replicas: cfg.StreamReplicas, MaxAge: cfg.StreamMaxAge},
-		Telemetry: changefeed.Telemetry{
-			Logger: r.log, TracerProvider: tel.TracerProvider(), MeterProvider: tel.MeterProvider(), Propagator: tel.Propagator(),
-		},
+		Stream:    changefeed.StreamOptions{Replicas: cfg.StreamReplicas, MaxAge: cfg.StreamMaxAge},
+		Telemetry: feedTel,
 	})
 	if err != nil {
 		return nil, err
@@ -168,6 +188,15 @@ func newReplica(ctx context.Context, cfg *Config, info buildinfo.Info, tel *tele
 		}
 		return nil
 	})
+	// Until the watch cache holds its first snapshot, Watch calls wait.
+	r.admin.AddReadinessCheck("watch-cache", func(context.Context) error {
+		select {
+		case <-r.hub.Ready():
+			return nil
+		default:
+			return errors.New("watch cache has not synced with the change feed yet")
+		}
+	})
 	return r, nil
 }
 
@@ -184,6 +213,13 @@ func (r *replica) run(ctx context.Context) error {
 	g.Go("grpc", func(ctx context.Context) error { return run.ServeGRPC(ctx, r.grpc, r.lis) })
 	g.Go("admin", func(ctx context.Context) error { return r.admin.Serve(ctx, r.adminLn) })
 	g.Go("changefeed-publisher", r.pub.Run)
+	g.Go("watch-cache", func(ctx context.Context) error {
+		// Open watches end when the replica stops, so clients move to
+		// another replica and the gRPC server's graceful stop is not held
+		// up by streams that never finish on their own.
+		defer r.hub.Close()
+		return r.feed.Run(ctx)
+	})
 	g.Go("proxy-status", func(ctx context.Context) error { return r.tracker.Run(ctx, r.nats) })
 	if r.source != nil {
 		g.Go("certificates", func(ctx context.Context) error {
@@ -228,6 +264,7 @@ func (r *replica) stats() any {
 		"leader":   st.Leader,
 		"proxies":  len(r.tracker.Proxies()),
 		"feed":     st,
+		"watch":    r.hub.Status(),
 		"replica":  r.cfg.ReplicaID,
 		"listenOn": r.lis.Addr().String(),
 	}

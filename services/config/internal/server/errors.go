@@ -10,6 +10,7 @@ import (
 
 	"github.com/ambitmesh/ambit/services/config/internal/resource"
 	"github.com/ambitmesh/ambit/services/config/internal/store"
+	"github.com/ambitmesh/ambit/services/config/internal/watchhub"
 )
 
 // errPermission marks a caller that is authenticated but not allowed.
@@ -54,8 +55,12 @@ func toStatus(err error) error {
 		code = codes.ResourceExhausted
 	case errors.Is(err, store.ErrExpired):
 		code = codes.FailedPrecondition
-	case errors.Is(err, store.ErrUnavailable):
+	case errors.Is(err, store.ErrUnavailable), errors.Is(err, watchhub.ErrClosed):
 		code = codes.Unavailable
+	case errors.Is(err, watchhub.ErrRelist):
+		// Kubernetes answers 410 Gone ("too old resource version"); in gRPC
+		// terms the revision is outside the range this server can serve.
+		code = codes.OutOfRange
 	case errors.Is(err, context.DeadlineExceeded):
 		code = codes.DeadlineExceeded
 	case errors.Is(err, context.Canceled):

@@ -20,11 +20,14 @@ import (
 	configv1 "github.com/ambitmesh/ambit/proto/ambit/config/v1"
 	"github.com/ambitmesh/ambit/services/config/internal/resource"
 	"github.com/ambitmesh/ambit/services/config/internal/store"
+	"github.com/ambitmesh/ambit/services/config/internal/watchhub"
 )
 
 // Options configure a Server.
 type Options struct {
 	Store *store.Store
+	// Watch serves Watch; nil makes Watch fail with Unavailable.
+	Watch *watchhub.Hub
 	// Distribution answers Status; nil reports no proxies.
 	Distribution *proxystatus.Tracker
 	// InsecureLoopback treats every loopback caller as an admin; for
@@ -46,6 +49,9 @@ type Server struct {
 	log      *slog.Logger
 	applies  metric.Int64Counter
 	rejected metric.Int64Counter
+
+	hub       *watchhub.Hub
+	watchSent metric.Int64Counter
 }
 
 // New returns a Server.
@@ -65,15 +71,21 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	watchSent, err := m.Int64Counter("ambit_config_watch_events_sent_total", metric.WithDescription("Events sent to Watch streams."))
+	if err != nil {
+		return nil, err
+	}
 	return &Server{
-		store:    o.Store,
-		kinds:    o.Store.Kinds(),
-		dist:     o.Distribution,
-		insecure: o.InsecureLoopback,
-		validate: resource.ValidateOptions{MaxObjectBytes: o.MaxObjectBytes},
-		log:      o.Logger,
-		applies:  applies,
-		rejected: rejected,
+		hub:       o.Watch,
+		watchSent: watchSent,
+		store:     o.Store,
+		kinds:     o.Store.Kinds(),
+		dist:      o.Distribution,
+		insecure:  o.InsecureLoopback,
+		validate:  resource.ValidateOptions{MaxObjectBytes: o.MaxObjectBytes},
+		log:       o.Logger,
+		applies:   applies,
+		rejected:  rejected,
 	}, nil
 }
 
@@ -282,6 +294,16 @@ func (s *Server) Delete(ctx context.Context, req *configv1.DeleteRequest) (*conf
 	return resp, s.finish(ctx, "Delete", caller, err)
 }
 
+// watchBatchBytes bounds the objects of one WatchResponse well below
+// gRPC's default 4 MiB receive limit; a larger single object still goes
+// alone (objects are capped below 1 MiB).
+const watchBatchBytes = 1 << 20
+
+// Watch is served from the replica's watch cache (package watchhub), fed by
+// the change feed: etcd sees one watcher however many clients watch. A
+// revision the cache no longer covers, a cache reset and a client too slow
+// to keep up all end the watch with OutOfRange: list again, then watch
+// from the list's revision.
 func (s *Server) Watch(req *configv1.WatchRequest, stream configv1.ConfigService_WatchServer) error {
 	ctx := stream.Context()
 	caller, err := callerFrom(ctx, s.insecure)
@@ -292,25 +314,39 @@ func (s *Server) Watch(req *configv1.WatchRequest, stream configv1.ConfigService
 		if !caller.canRead() {
 			return fmt.Errorf("%w: %s may not read configuration", errPermission, caller)
 		}
-		prefix := store.WatchPrefix("", "", "")
+		if req.GetAfterRevision() < 0 {
+			return fmt.Errorf("%w: after_revision: %d is negative", store.ErrInvalid, req.GetAfterRevision())
+		}
+		var filter watchhub.Filter
 		if req.GetRef().GetKind() != "" {
 			kind, _, err := s.resolve(req.GetRef(), false)
 			if err != nil {
 				return err
 			}
-			prefix = store.WatchPrefix(kind.KeyGroup(), kind.Name(), req.GetRef().GetNamespace())
+			filter = watchhub.Filter{Group: kind.KeyGroup(), Kind: kind.Name(), Namespace: req.GetRef().GetNamespace()}
 		}
-		return s.store.Watch(ctx, prefix, req.GetAfterRevision(), func(evs []store.Event) error {
-			resp := &configv1.WatchResponse{}
-			for _, e := range evs {
-				b, err := e.Object.JSON()
-				if err != nil {
-					return err
-				}
-				resp.Events = append(resp.Events, &configv1.WatchEvent{Type: watchType(e.Type), Object: b, Revision: e.Revision})
+		if s.hub == nil {
+			return fmt.Errorf("%w: this server has no watch cache", store.ErrUnavailable)
+		}
+		w, err := s.hub.Watch(ctx, filter, req.GetAfterRevision())
+		if err != nil {
+			return err
+		}
+		defer w.Close()
+		for {
+			evs, err := w.Next(ctx, watchBatchBytes)
+			if err != nil {
+				return err
 			}
-			return stream.Send(resp)
-		})
+			resp := &configv1.WatchResponse{Events: make([]*configv1.WatchEvent, 0, len(evs))}
+			for _, e := range evs {
+				resp.Events = append(resp.Events, &configv1.WatchEvent{Type: watchType(e.Type), Object: e.Object, Revision: e.Revision})
+			}
+			if err := stream.Send(resp); err != nil {
+				return err
+			}
+			s.watchSent.Add(ctx, int64(len(evs)))
+		}
 	}()
 	if ctx.Err() != nil {
 		return nil

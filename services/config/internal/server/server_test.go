@@ -26,6 +26,7 @@ import (
 	statusv1 "github.com/ambitmesh/ambit/proto/ambit/status/v1"
 	"github.com/ambitmesh/ambit/services/config/internal/server"
 	"github.com/ambitmesh/ambit/services/config/internal/store"
+	"github.com/ambitmesh/ambit/services/config/internal/watchhub"
 )
 
 // world is one config API over real TLS with callers of every kind.
@@ -34,9 +35,21 @@ type world struct {
 	ca      *spiffetest.CA
 	addr    string
 	tracker *proxystatus.Tracker
+	stack   *devstack.Stack
+	etcd    *clientv3.Client
+	feed    *feedRig // nil unless asked for
 }
 
-func newWorld(t *testing.T) *world {
+// worldOptions: with publishers > 0 the world runs the change feed (that
+// many leader candidates) and serves Watch from a watch hub.
+type worldOptions struct {
+	publishers int
+	hub        watchhub.Options
+}
+
+func newWorld(t *testing.T) *world { return newWorldWith(t, worldOptions{}) }
+
+func newWorldWith(t *testing.T, o worldOptions) *world {
 	t.Helper()
 	stack, err := devstack.Start(context.Background(), devstack.Options{Etcd: devstack.EtcdOptions{UnsafeNoFsync: true}})
 	if err != nil {
@@ -52,8 +65,14 @@ func newWorld(t *testing.T) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var feed *feedRig
+	var hub *watchhub.Hub
+	if o.publishers > 0 {
+		feed = startFeed(t, stack, st, o.publishers, o.hub)
+		hub = feed.hub
+	}
 	tracker := proxystatus.NewTracker(proxystatus.TrackerOptions{})
-	api, err := server.New(server.Options{Store: st, Distribution: tracker})
+	api, err := server.New(server.Options{Store: st, Watch: hub, Distribution: tracker})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +88,7 @@ func newWorld(t *testing.T) *world {
 	}
 	go srv.Serve(lis)
 	t.Cleanup(srv.Stop)
-	return &world{t: t, ca: ca, addr: lis.Addr().String(), tracker: tracker}
+	return &world{t: t, ca: ca, addr: lis.Addr().String(), tracker: tracker, stack: stack, etcd: etcd, feed: feed}
 }
 
 func (w *world) client(id spiffe.Identity) configv1.ConfigServiceClient {
@@ -226,7 +245,7 @@ func TestApplyDefaultNamespaceAndResults(t *testing.T) {
 }
 
 func TestWatchStreamsChangesAfterRevision(t *testing.T) {
-	w := newWorld(t)
+	w := newWorldWith(t, worldOptions{publishers: 1})
 	admin := w.client(must(spiffe.NewAdmin(spiffe.DefaultTrustDomain(), "")))
 	ns := mustApply(t, admin, "apiVersion: v1\nkind: Namespace\nmetadata: {name: demo}\n")
 	var rv struct {

@@ -1,10 +1,12 @@
 package store_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +15,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/ambitmesh/ambit/pkg/changefeed"
 	"github.com/ambitmesh/ambit/pkg/devstack"
 	"github.com/ambitmesh/ambit/services/config/internal/resource"
 	"github.com/ambitmesh/ambit/services/config/internal/store"
@@ -367,31 +370,81 @@ func TestListPagesAtOneRevision(t *testing.T) {
 	}
 }
 
-func TestWatchFromRevision(t *testing.T) {
+// TestFeedEventMatchesReads: events built from what the feed carries (the
+// publisher's envelope: the value, create revision and, for a delete, the
+// last value) render byte for byte as Get and Apply return the object,
+// with resourceVersion the event's revision.
+func TestFeedEventMatchesReads(t *testing.T) {
 	f := newFixture(t)
-	ns, _ := f.apply(nsDemo)
-	a, _ := f.apply(service("a", ""))
-	if _, err := f.store.Delete(context.Background(), a.Object.Key(), 0); err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	var got []string
-	err := f.store.Watch(ctx, store.WatchPrefix("", "", ""), ns.Revision, func(evs []store.Event) error {
-		for _, e := range evs {
-			got = append(got, fmt.Sprintf("%d:%s", e.Type, e.Object.Object.Metadata.Name))
-		}
-		if len(got) >= 2 {
-			cancel()
-		}
-		return nil
-	})
-	if !errors.Is(err, context.Canceled) {
-		t.Fatalf("watch ended with %v", err)
+	ns, _ := f.apply(nsDemo)
+	wch := f.etcd.Watch(ctx, changefeed.ResourcePrefix, clientv3.WithPrefix(), clientv3.WithPrevKV(), clientv3.WithRev(ns.Revision+1))
+	created, _ := f.apply(service("a", ""))
+	updated, _ := f.apply(service("a", "  labels: {v: \"2\"}"))
+	deleted, err := f.store.Delete(ctx, created.Object.Key(), 0)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if strings.Join(got, ",") != "1:a,3:a" {
-		t.Fatalf("events %v, want added then deleted", got)
+	var got []store.Event
+	for len(got) < 3 {
+		resp := <-wch
+		if err := resp.Err(); err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range resp.Events {
+			ref, err := changefeed.ParseKey(string(ev.Kv.Key))
+			if err != nil {
+				t.Fatal(err)
+			}
+			fe := changefeed.Event{Type: changefeed.EventPut, Position: changefeed.Position{Revision: ev.Kv.ModRevision}, Object: changefeed.Object{
+				Ref: ref, Value: ev.Kv.Value, CreateRevision: ev.Kv.CreateRevision, ModRevision: ev.Kv.ModRevision, Version: ev.Kv.Version,
+			}}
+			if ev.Type == clientv3.EventTypeDelete {
+				fe.Type = changefeed.EventDelete
+				fe.Object.Value, fe.Object.CreateRevision, fe.Object.Version = ev.PrevKv.Value, ev.PrevKv.CreateRevision, ev.PrevKv.Version
+			}
+			e, err := f.store.FeedEvent(fe)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, e)
+		}
 	}
+	deleteRev := got[2].Revision
+	// The deleted object as a watch reports it: the last value, stamped
+	// with the delete's revision.
+	deleted.Object.Metadata.ResourceVersion = strconv.FormatInt(deleteRev, 10)
+	want := []struct {
+		typ  store.EventType
+		rev  int64
+		json []byte
+	}{
+		{store.Added, created.Revision, mustJSON(t, created)},
+		{store.Modified, updated.Revision, mustJSON(t, updated)},
+		{store.Deleted, deleteRev, mustJSON(t, deleted)},
+	}
+	for i, w := range want {
+		g := got[i]
+		if g.Type != w.typ || g.Revision != w.rev || !bytes.Equal(mustJSON(t, g.Object), w.json) {
+			t.Errorf("event %d = %d@%d %s\nwant %d@%d %s", i, g.Type, g.Revision, mustJSON(t, g.Object), w.typ, w.rev, w.json)
+		}
+	}
+	if deleteRev <= updated.Revision {
+		t.Errorf("delete revision %d not after the update's %d", deleteRev, updated.Revision)
+	}
+	if _, err := f.store.FeedEvent(changefeed.Event{Type: changefeed.EventDelete, Position: changefeed.Position{Revision: deleteRev}, Object: changefeed.Object{Ref: changefeed.ResourceRef{Group: "core", Kind: "Service", Namespace: "demo", Name: "a"}}}); err == nil {
+		t.Error("a delete without its last value rendered")
+	}
+}
+
+func mustJSON(t *testing.T, st store.Stored) []byte {
+	t.Helper()
+	b, err := st.JSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func TestEnsureExistsNeverOverwrites(t *testing.T) {
