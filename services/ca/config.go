@@ -153,6 +153,18 @@ type IssueAdminConfig struct {
 	Out  string        `flag:"out" usage:"directory to write admin.crt, admin.key and bundle.pem into" json:"out"`
 	Name string        `flag:"name" usage:"admin name: the identity becomes spiffe://<td>/ambit/admin/<name> (empty: .../ambit/admin)" json:"name"`
 	TTL  time.Duration `flag:"ttl" usage:"certificate lifetime (capped by max-ttl)" json:"ttl"`
+	// Component issues a control-plane service's identity instead of an
+	// admin's: the same KEK-holder bootstrap gives config and xds their
+	// serving certificates before any of them runs.
+	Component string `flag:"component" usage:"issue spiffe://<td>/ambit/<component> (config, xds, gateway) into <component>.crt/.key instead of an admin identity" json:"component"`
+}
+
+// identity is what issue-admin signs.
+func (c *IssueAdminConfig) identity() (spiffe.Identity, error) {
+	if c.Component != "" {
+		return spiffe.NewControlPlane(c.trustDomain(), spiffe.Component(c.Component))
+	}
+	return spiffe.NewAdmin(c.trustDomain(), c.Name)
 }
 
 // DefaultIssueAdminConfig returns the defaults.
@@ -164,7 +176,14 @@ func DefaultIssueAdminConfig() *IssueAdminConfig {
 func (c *IssueAdminConfig) Validate() error {
 	errs := []error{c.StoreConfig.validate(), confload.NonEmpty("out", c.Out), confload.Positive("ttl", c.TTL)}
 	if err := c.StoreConfig.validate(); err == nil {
-		if _, err := spiffe.NewAdmin(c.trustDomain(), c.Name); err != nil {
+		switch _, err := c.identity(); {
+		case c.Component != "" && c.Name != "":
+			errs = append(errs, confload.FieldErr("name", c.Name, "give name (an admin) or component, not both"))
+		case c.Component != "" && (!spiffe.Component(c.Component).Known() || c.Component == string(spiffe.ComponentCA)):
+			errs = append(errs, confload.FieldErr("component", c.Component, "must be config, xds or gateway"))
+		case err != nil && c.Component != "":
+			errs = append(errs, confload.FieldErr("component", c.Component, err.Error()))
+		case err != nil:
 			errs = append(errs, confload.FieldErr("name", c.Name, err.Error()))
 		}
 	}

@@ -102,7 +102,7 @@ func IssueAdminMain(ctx context.Context, inv run.Invocation) int {
 // IssueAdmin issues an admin certificate straight from the key material.
 func IssueAdmin(ctx context.Context, cfg *IssueAdminConfig) (spiffe.Files, error) {
 	td := cfg.trustDomain()
-	id, err := spiffe.NewAdmin(td, cfg.Name)
+	id, err := cfg.identity()
 	if err != nil {
 		return spiffe.Files{}, &run.ConfigError{Err: err}
 	}
@@ -152,9 +152,13 @@ func IssueAdmin(ctx context.Context, cfg *IssueAdminConfig) (spiffe.Files, error
 	if err := os.MkdirAll(cfg.Out, 0o700); err != nil {
 		return spiffe.Files{}, err
 	}
+	certName, keyName := AdminCertFile, AdminKeyFile
+	if cfg.Component != "" {
+		certName, keyName = cfg.Component+".crt", cfg.Component+".key"
+	}
 	files := spiffe.Files{
-		CertFile:   filepath.Join(cfg.Out, AdminCertFile),
-		KeyFile:    filepath.Join(cfg.Out, AdminKeyFile),
+		CertFile:   filepath.Join(cfg.Out, certName),
+		KeyFile:    filepath.Join(cfg.Out, keyName),
 		BundleFile: filepath.Join(cfg.Out, AdminBundleFile),
 	}
 	writes := []struct {

@@ -8,6 +8,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -66,6 +68,41 @@ func requireRoot(t *testing.T) {
 	}
 }
 
+// tlsConfig starts a config replica serving TLS with the identity the CA
+// issued it (ambit-ca issue-admin --component config), and returns an
+// ambitctl runner with the admin's credentials: every caller, the node
+// agents included, is authenticated as in production.
+func tlsConfig(t *testing.T, bin string, s *devstack.Stack, adminDir string) ([]*localproc.Process, ctlFunc) {
+	t.Helper()
+	kekFile := filepath.Join(filepath.Dir(adminDir), "ca.kek")
+	out, err := exec.Command(filepath.Join(bin, "ambit-ca"), "issue-admin", "--component=config", "--out="+adminDir,
+		"--kek-file="+kekFile, "--etcd-endpoints="+strings.Join(s.EtcdEndpoints(), ",")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("issue config identity: %v: %s", err, out)
+	}
+	p, err := localproc.Start(context.Background(), "config", filepath.Join(bin, "ambit-config"), []string{
+		"--listen-addr=127.0.0.1:0", "--admin-addr=127.0.0.1:0", "--replica-id=config-a",
+		"--cert-file=" + filepath.Join(adminDir, "config.crt"), "--key-file=" + filepath.Join(adminDir, "config.key"),
+		"--bundle-file=" + filepath.Join(adminDir, "bundle.pem"),
+		"--etcd-endpoints=" + strings.Join(s.EtcdEndpoints(), ","), "--nats-url=" + s.NATSURL(),
+	}, t.TempDir(), 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Stop(10 * time.Second) })
+	cfgFile := filepath.Join(t.TempDir(), "ambitconfig")
+	ctxFile := fmt.Sprintf("currentContext: e2e\ncontexts:\n- name: e2e\n  configServers: [%s]\n  certFile: %s\n  keyFile: %s\n  bundleFile: %s\n",
+		p.Addr("grpc"), filepath.Join(adminDir, "admin.crt"), filepath.Join(adminDir, "admin.key"), filepath.Join(adminDir, "bundle.pem"))
+	if err := os.WriteFile(cfgFile, []byte(ctxFile), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctl := func(t *testing.T, args ...string) Result {
+		t.Helper()
+		return RunAmbitctl(t, bin, append([]string{"--ambitconfig=" + cfgFile}, args...)...)
+	}
+	return []*localproc.Process{p}, ctl
+}
+
 // caForTest starts one CA replica and writes admin credentials.
 func caForTest(t *testing.T, bin string, s *devstack.Stack) (ca *localproc.Process, adminDir string) {
 	t.Helper()
@@ -121,7 +158,7 @@ func newCNINode(t *testing.T, topo *netns.Topology, name, bin string, configs []
 	}
 	n.args = []string{
 		"--node=" + name, "--run-dir=" + runDir, "--admin-addr=127.0.0.1:0",
-		"--config-servers=" + strings.Join(servers, ","), "--config-insecure-loopback",
+		"--config-servers=" + strings.Join(servers, ","),
 		"--ca-servers=" + ca.Addr("grpc"), "--ca-bundle-file=" + filepath.Join(adminDir, "bundle.pem"),
 		"--join-token=" + joinToken(t, bin, ca, adminDir, name), "--log-level=debug",
 	}
@@ -224,9 +261,12 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func podUID(t *testing.T, bin string, configs []*localproc.Process, namespace, name string) string {
+// ctlFunc runs ambitctl against the test's config service.
+type ctlFunc func(t *testing.T, args ...string) Result
+
+func podUID(t *testing.T, ctl ctlFunc, namespace, name string) string {
 	t.Helper()
-	r := Ambitctl(t, bin, configs, "get", "pod", name, "-n", namespace, "-o", "json")
+	r := ctl(t, "get", "pod", name, "-n", namespace, "-o", "json")
 	if r.Code != 0 {
 		t.Fatalf("get pod %s/%s: %s", namespace, name, r.Stderr)
 	}
@@ -243,9 +283,9 @@ func podUID(t *testing.T, bin string, configs []*localproc.Process, namespace, n
 	return obj.Metadata.UID
 }
 
-func podStatusIP(t *testing.T, bin string, configs []*localproc.Process, namespace, name string) string {
+func podStatusIP(t *testing.T, ctl ctlFunc, namespace, name string) string {
 	t.Helper()
-	r := Ambitctl(t, bin, configs, "get", "pod", name, "-n", namespace, "-o", "json")
+	r := ctl(t, "get", "pod", name, "-n", namespace, "-o", "json")
 	var obj struct {
 		Status struct {
 			PodIP string `json:"podIP"`
@@ -256,13 +296,13 @@ func podStatusIP(t *testing.T, bin string, configs []*localproc.Process, namespa
 	return obj.Status.Phase + "/" + obj.Status.PodIP
 }
 
-func applyYAML(t *testing.T, bin string, configs []*localproc.Process, yaml string) {
+func applyYAML(t *testing.T, ctl ctlFunc, yaml string) {
 	t.Helper()
 	f := filepath.Join(t.TempDir(), "m.yaml")
 	if err := os.WriteFile(f, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if r := Ambitctl(t, bin, configs, "apply", "-f", f); r.Code != 0 {
+	if r := ctl(t, "apply", "-f", f); r.Code != 0 {
 		t.Fatalf("apply: %s %s", r.Stdout, r.Stderr)
 	}
 }
@@ -293,8 +333,8 @@ func TestCNIAgent(t *testing.T) {
 	requireRoot(t)
 	bin := BinDir(t)
 	s := Stack(t)
-	configs := ConfigReplicas(t, bin, s, 1)
 	ca, adminDir := caForTest(t, bin, s)
+	configs, ctl := tlsConfig(t, bin, s, adminDir)
 	topo, err := netns.New(context.Background(), netns.Options{NamePrefix: "e2ecni"})
 	if err != nil {
 		t.Fatal(err)
@@ -306,7 +346,7 @@ func TestCNIAgent(t *testing.T) {
 	})
 	const nodeName = "node-a"
 	outer := t
-	applyYAML(t, bin, configs, `apiVersion: v1
+	applyYAML(t, ctl, `apiVersion: v1
 kind: Namespace
 metadata: {name: mesh, labels: {istio.io/dataplane-mode: ambient}}
 ---
@@ -315,12 +355,13 @@ kind: Namespace
 metadata: {name: plain}
 ---
 `+podYAML("mesh", "a", nodeName, "")+podYAML("mesh", "opt-out", nodeName, ", istio.io/dataplane-mode: none")+
-		podYAML("plain", "b", nodeName, "")+podYAML("plain", "late", nodeName, ""))
+		podYAML("plain", "b", nodeName, "")+podYAML("plain", "late", nodeName, "")+
+		podYAML("mesh", "elsewhere", "node-b", ""))
 	n := newCNINode(t, topo, nodeName, bin, configs, ca, adminDir)
 	zt := dialZDS(t, n.zdsSock)
 	zt.waitFor(t, "empty snapshot", func(ms []zdsMsg) bool { return len(ms) == 1 && ms[0].Kind == "snapshot" })
 
-	uidA := podUID(t, bin, configs, "mesh", "a")
+	uidA := podUID(t, ctl, "mesh", "a")
 	a, err := n.addPod("mesh", "a", uidA)
 	if err != nil {
 		t.Fatal(err)
@@ -339,48 +380,72 @@ metadata: {name: plain}
 			}
 		}
 		waitUntil(t, "pod a reports Running with its IP", func() bool {
-			return podStatusIP(t, bin, configs, "mesh", "a") == "Running/"+a.ip
+			return podStatusIP(t, ctl, "mesh", "a") == "Running/"+a.ip
 		})
 		if err := n.rt.Check(context.Background(), a.Pod); err != nil {
 			t.Fatalf("CHECK: %v", err)
 		}
 	})
 
-	uidOpt := podUID(t, bin, configs, "mesh", "opt-out")
+	uidOpt := podUID(t, ctl, "mesh", "opt-out")
 	opt, err := n.addPod("mesh", "opt-out", uidOpt)
 	if err != nil {
 		t.Fatal(err)
 	}
-	uidB := podUID(t, bin, configs, "plain", "b")
+	uidB := podUID(t, ctl, "plain", "b")
 	b, err := n.addPod("plain", "b", uidB)
 	if err != nil {
 		t.Fatal(err)
 	}
+	uidElsewhere := podUID(t, ctl, "mesh", "elsewhere")
+	elsewhere, err := n.addPod("mesh", "elsewhere", uidElsewhere)
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Run("pods outside ambient stay out", func(t *testing.T) {
-		for _, p := range []*pod{opt, b} {
+		for _, p := range []*pod{opt, b, elsewhere} {
 			if r := ambitRules(t, p); len(r) != 0 {
 				t.Fatalf("%s has rules: %v", p.Name, r)
 			}
 		}
-		if hasMsg(zt.messages(), "add", uidOpt) || hasMsg(zt.messages(), "add", uidB) {
+		if hasMsg(zt.messages(), "add", uidOpt) || hasMsg(zt.messages(), "add", uidB) || hasMsg(zt.messages(), "add", uidElsewhere) {
 			t.Fatal("ztunnel was given a pod outside the mesh")
 		}
 		waitUntil(t, "pod b reports its IP although not enrolled", func() bool {
-			return podStatusIP(t, bin, configs, "plain", "b") == "Running/"+b.ip
+			return podStatusIP(t, ctl, "plain", "b") == "Running/"+b.ip
 		})
+		// A sandbox of a pod assigned to another node is not this node's
+		// to report or enroll (config would refuse the status write too).
+		if got := podStatusIP(t, ctl, "mesh", "elsewhere"); got != "/" {
+			t.Fatalf("status of a pod of node-b written by node-a: %q", got)
+		}
+	})
+
+	t.Run("telemetry", func(t *testing.T) {
+		resp, err := http.Get("http://" + n.agent.Addr("admin") + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, want := range []string{"ambit_cni_pods_enrolled 1", "ambit_cni_enrollment_duration_seconds_count", `ambit_cni_events_total{command="ADD",result="ok"}`, "ambit_cni_zds_connections 1"} {
+			if !strings.Contains(string(body), want) {
+				t.Errorf("metrics lack %q", want)
+			}
+		}
 	})
 
 	t.Run("label flip enrolls and unenrolls a running pod", func(t *testing.T) {
-		applyYAML(t, bin, configs, "apiVersion: v1\nkind: Namespace\nmetadata: {name: plain, labels: {istio.io/dataplane-mode: ambient}}\n")
+		applyYAML(t, ctl, "apiVersion: v1\nkind: Namespace\nmetadata: {name: plain, labels: {istio.io/dataplane-mode: ambient}}\n")
 		zt.waitFor(t, "add of b", func(ms []zdsMsg) bool { return hasMsg(ms, "add", uidB) })
 		waitUntil(t, "rules in b", func() bool { return len(ambitRules(t, b)) > 0 })
-		applyYAML(t, bin, configs, "apiVersion: v1\nkind: Namespace\nmetadata: {name: plain, labels: {}}\n")
+		applyYAML(t, ctl, "apiVersion: v1\nkind: Namespace\nmetadata: {name: plain, labels: {}}\n")
 		zt.waitFor(t, "del of b", func(ms []zdsMsg) bool { return hasMsg(ms, "del", uidB) })
 		if r := ambitRules(t, b); len(r) != 0 {
 			t.Fatalf("rules left in b after unenroll: %v", r)
 		}
 		// The pod-level label works the same way.
-		applyYAML(t, bin, configs, podYAML("plain", "b", nodeName, ", istio.io/dataplane-mode: ambient"))
+		applyYAML(t, ctl, podYAML("plain", "b", nodeName, ", istio.io/dataplane-mode: ambient"))
 		waitUntil(t, "rules in b by pod label", func() bool { return len(ambitRules(t, b)) > 0 })
 	})
 
@@ -417,8 +482,8 @@ metadata: {name: plain}
 
 	t.Run("agent down: the pod starts and is enrolled once the agent is back", func(t *testing.T) {
 		n.stopAgent()
-		uidLate := podUID(t, bin, configs, "plain", "late")
-		applyYAML(t, bin, configs, podYAML("plain", "late", nodeName, ", istio.io/dataplane-mode: ambient"))
+		uidLate := podUID(t, ctl, "plain", "late")
+		applyYAML(t, ctl, podYAML("plain", "late", nodeName, ", istio.io/dataplane-mode: ambient"))
 		late, err := n.addPod("plain", "late", uidLate)
 		if err != nil {
 			t.Fatalf("ADD with the agent down must succeed (fail open): %v", err)

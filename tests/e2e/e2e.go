@@ -88,10 +88,15 @@ func Ambitctl(t testing.TB, bin string, replicas []*localproc.Process, args ...s
 			servers = append(servers, p.Addr("grpc"))
 		}
 	}
+	return RunAmbitctl(t, bin, append([]string{"--insecure-loopback", "--server=" + strings.Join(servers, ",")}, args...)...)
+}
+
+// RunAmbitctl runs ambitctl with exactly these arguments.
+func RunAmbitctl(t testing.TB, bin string, args ...string) Result {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(bin, "ambitctl"),
-		append([]string{"--insecure-loopback", "--server=" + strings.Join(servers, ",")}, args...)...)
+	cmd := exec.CommandContext(ctx, filepath.Join(bin, "ambitctl"), args...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
