@@ -37,6 +37,9 @@ type NodeNetwork struct {
 	Bridge  string
 	PodCIDR netip.Prefix
 	Gateway netip.Addr
+	// RangeStart, when set, is the first address host-local hands out, so
+	// CNI pods can share a node with addresses assigned some other way.
+	RangeStart netip.Addr
 	// StateDir holds host-local's leases and libcni's cache for this node.
 	StateDir string
 	// Ambit is the ambit-cni plugin's configuration; nil leaves ambit-cni
@@ -57,13 +60,17 @@ func (n NodeNetwork) ConfList() ([]byte, error) {
 	if n.Name == "" || n.Bridge == "" || !n.PodCIDR.IsValid() || !n.Gateway.IsValid() || n.StateDir == "" {
 		return nil, errors.New("cniruntime: NodeNetwork needs Name, Bridge, PodCIDR, Gateway and StateDir")
 	}
+	rng := map[string]string{"subnet": n.PodCIDR.String(), "gateway": n.Gateway.String()}
+	if n.RangeStart.IsValid() {
+		rng["rangeStart"] = n.RangeStart.String()
+	}
 	plugins := []any{
 		map[string]any{
 			"type": "bridge", "bridge": n.Bridge, "isGateway": true, "ipMasq": false, "hairpinMode": true,
 			"ipam": map[string]any{
 				"type":    "host-local",
 				"dataDir": filepath.Join(n.StateDir, "ipam"),
-				"ranges":  [][]map[string]string{{{"subnet": n.PodCIDR.String(), "gateway": n.Gateway.String()}}},
+				"ranges":  [][]map[string]string{{rng}},
 				"routes":  []map[string]string{{"dst": "0.0.0.0/0"}},
 			},
 		},

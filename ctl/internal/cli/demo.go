@@ -44,7 +44,7 @@ func newDemoCmd() *cobra.Command {
 				return fmt.Errorf("%d claim(s) did not hold", failed)
 			}
 			fmt.Fprintf(out, "\nEvery claim held. Process logs: %s\n", logDir)
-			fmt.Fprintln(out, "Still to come: xds, the CNI agent, ztunnel and `ambitctl up` (issues #6–#11).")
+			fmt.Fprintln(out, "Still to come: ztunnel, eBPF redirection, xds at scale and `ambitctl up` (issues #8–#11).")
 			return nil
 		},
 	}

@@ -82,6 +82,7 @@ func Steps(env *Env) []Step {
 	if os.Geteuid() == 0 {
 		steps = append(steps,
 			Step{"Nodes and pods are network namespaces: 2 nodes x 2 pods reach each other across nodes", env.topology},
+			Step{"Pods come up through real CNI (bridge + host-local + ambit-cni) and join or leave the mesh by label, without a restart", env.cniEnrollment},
 			Step{"Tearing the topology down leaves no namespace behind", env.teardown},
 		)
 	}
