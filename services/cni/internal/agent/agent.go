@@ -12,7 +12,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -55,6 +57,9 @@ type Options struct {
 	Redirect redirect.Redirector
 	// ZDS hands enrolled pods to ztunnel.
 	ZDS ZTunnels
+	// ResyncInterval is how often every sandbox is reconciled even
+	// without a change (default 1m).
+	ResyncInterval time.Duration
 	// Workers is how many pods are reconciled in parallel (default 4).
 	Workers int
 	// RequestTimeout bounds each call to config (default 5s).
@@ -89,6 +94,9 @@ type sandboxState struct {
 	applied bool
 	// reported: status (IPs, Running) reached config.
 	reported bool
+	// verify: the next reconciliation checks installed redirection
+	// against the wanted state even if nothing changed.
+	verify bool
 	// deleted: a DEL arrived; the next reconciliation removes it.
 	deleted    bool
 	failures   int
@@ -107,6 +115,9 @@ func New(opts Options) (*Agent, error) {
 	}
 	if opts.SpoolInterval <= 0 {
 		opts.SpoolInterval = 2 * time.Second
+	}
+	if opts.ResyncInterval <= 0 {
+		opts.ResyncInterval = time.Minute
 	}
 	if opts.Workers <= 0 {
 		opts.Workers = 4
@@ -164,12 +175,23 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.replaySpool(ctx)
 	t := time.NewTicker(a.opts.SpoolInterval)
 	defer t.Stop()
+	resync := time.NewTicker(a.opts.ResyncInterval)
+	defer resync.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 			a.replaySpool(ctx)
+		case <-resync.C:
+			// Catches sandboxes whose netns vanished without a DEL, and
+			// redirection someone changed by hand.
+			a.mu.Lock()
+			for _, st := range a.sandboxes {
+				st.verify = true
+			}
+			a.mu.Unlock()
+			a.enqueueAll()
 		}
 	}
 }
@@ -433,7 +455,7 @@ func (a *Agent) reconcile(ctx context.Context, key string) error {
 	slices.SortFunc(sts, func(x, y *sandboxState) int { return y.AddedAt.Compare(x.AddedAt) })
 	var errs []error
 	for i, st := range sts {
-		if st.deleted || i > 0 {
+		if st.deleted || i > 0 || netnsGone(st.Netns) {
 			errs = append(errs, a.remove(ctx, st))
 			continue
 		}
@@ -457,7 +479,7 @@ func (a *Agent) reconcileLive(ctx context.Context, st *sandboxState) error {
 			st.enrollFrom = time.Now()
 		}
 		want := workloadIdent(pod)
-		if st.Enrolled && st.applied && st.Workload != nil && *st.Workload == *want {
+		if st.Enrolled && st.applied && st.Workload != nil && *st.Workload == *want && !a.drifted(ctx, st) {
 			return errors.Join(errs...)
 		}
 		a.mu.Lock()
@@ -562,6 +584,31 @@ func (a *Agent) remove(ctx context.Context, st *sandboxState) error {
 	}
 	a.log.Info("sandbox removed", "pod", st.PodKey(), "container", st.ContainerID, "wasEnrolled", st.Enrolled)
 	return nil
+}
+
+// drifted reports, when a resync asked for it, whether the pod's
+// redirection differs from what Enroll installs.
+func (a *Agent) drifted(ctx context.Context, st *sandboxState) bool {
+	a.mu.Lock()
+	verify := st.verify
+	st.verify = false
+	a.mu.Unlock()
+	if !verify {
+		return false
+	}
+	ok, err := a.opts.Redirect.Check(ctx, a.redirectPod(st))
+	if err == nil && ok {
+		return false
+	}
+	a.log.Warn("redirection drifted; installing it again", "pod", st.PodKey(), "err", err)
+	return true
+}
+
+// netnsGone: the runtime removed the sandbox's netns without a DEL (our
+// open handle keeps the namespace itself alive, so its path is the sign).
+func netnsGone(path string) bool {
+	_, err := os.Stat(path)
+	return errors.Is(err, fs.ErrNotExist)
 }
 
 func (a *Agent) redirectPod(st *sandboxState) redirect.Pod {
