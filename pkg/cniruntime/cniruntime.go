@@ -92,8 +92,12 @@ func (n NodeNetwork) ConfList() ([]byte, error) {
 
 // Runtime runs CNI operations for one node.
 type Runtime struct {
-	node    *netns.Handle
-	confs   *libcni.NetworkConfigList
+	node  *netns.Handle
+	confs *libcni.NetworkConfigList
+	// lo brings the sandbox's loopback up, as container runtimes do with
+	// the reference loopback plugin before the pod network: ztunnel's
+	// in-pod listeners and the redirection to them live on lo.
+	lo      *libcni.PluginConfig
 	cni     *libcni.CNIConfig
 	network NodeNetwork
 }
@@ -112,9 +116,13 @@ func New(node *netns.Handle, network NodeNetwork, pluginDirs []string) (*Runtime
 	if err := os.MkdirAll(network.StateDir, 0o700); err != nil {
 		return nil, err
 	}
+	lo, err := libcni.ConfFromBytes([]byte(`{"cniVersion":"1.0.0","name":"cni-loopback","type":"loopback"}`))
+	if err != nil {
+		return nil, err
+	}
 	exec := &nodeExec{node: node}
 	return &Runtime{
-		node: node, confs: confs, network: network,
+		node: node, confs: confs, network: network, lo: lo,
 		cni: libcni.NewCNIConfigWithCacheDir(pluginDirs, filepath.Join(network.StateDir, "cache"), exec),
 	}, nil
 }
@@ -145,8 +153,18 @@ func (r *Runtime) rt(p Pod) *libcni.RuntimeConf {
 	}
 }
 
-// Add runs ADD through the chain and returns the final result.
+func (r *Runtime) loRT(p Pod) *libcni.RuntimeConf {
+	rt := r.rt(p)
+	rt.IfName = "lo"
+	return rt
+}
+
+// Add brings the sandbox's loopback up, runs ADD through the chain and
+// returns the final result.
 func (r *Runtime) Add(ctx context.Context, p Pod) (*current.Result, error) {
+	if _, err := r.cni.AddNetwork(ctx, r.lo, r.loRT(p)); err != nil {
+		return nil, fmt.Errorf("CNI ADD %s/%s: loopback: %w", p.Namespace, p.Name, err)
+	}
 	res, err := r.cni.AddNetworkList(ctx, r.confs, r.rt(p))
 	if err != nil {
 		return nil, fmt.Errorf("CNI ADD %s/%s: %w", p.Namespace, p.Name, err)
@@ -170,6 +188,9 @@ func (r *Runtime) Check(ctx context.Context, p Pod) error {
 func (r *Runtime) Del(ctx context.Context, p Pod) error {
 	if err := r.cni.DelNetworkList(ctx, r.confs, r.rt(p)); err != nil {
 		return fmt.Errorf("CNI DEL %s/%s: %w", p.Namespace, p.Name, err)
+	}
+	if err := r.cni.DelNetwork(ctx, r.lo, r.loRT(p)); err != nil {
+		return fmt.Errorf("CNI DEL %s/%s: loopback: %w", p.Namespace, p.Name, err)
 	}
 	return nil
 }
