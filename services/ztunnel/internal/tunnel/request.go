@@ -135,4 +135,6 @@ func truncate(s string) string {
 }
 
 // hostPort formats a target for :authority.
-func hostPort(ap netip.AddrPort) string { return net.JoinHostPort(ap.Addr().String(), fmt.Sprint(ap.Port())) }
+func hostPort(ap netip.AddrPort) string {
+	return net.JoinHostPort(ap.Addr().String(), fmt.Sprint(ap.Port()))
+}
