@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -221,8 +222,10 @@ func accessLog(t *testing.T, p *localproc.Process) []map[string]any {
 func TestMeshTwoNodes(t *testing.T) {
 	m := newMesh(t, "node-a", "node-b")
 	applyYAML(t, m.ctl, "apiVersion: v1\nkind: Namespace\nmetadata: {name: mesh, labels: {istio.io/dataplane-mode: ambient}}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: plain}\n")
+	applyYAML(t, m.ctl, "apiVersion: v1\nkind: Namespace\nmetadata: {name: other, labels: {istio.io/dataplane-mode: ambient}}\n")
 	a := m.addPod("node-a", "mesh", "a", "")
 	b := m.addPod("node-b", "mesh", "b", "")
+	c := m.addPod("node-a", "other", "c", "")
 	outside := m.addPod("node-a", "plain", "outside", "")
 	echoServer(t, b, 8080)
 	ctx := context.Background()
@@ -296,6 +299,131 @@ func TestMeshTwoNodes(t *testing.T) {
 			t.Fatal(r.Stderr)
 		}
 	})
+
+	// One row per rule shape: the policy applies to b; a (mesh/sa-a) and
+	// c (other/sa-c) are the sources. Each row waits until both outcomes
+	// hold, which proves the policy arrived (one of them differs from the
+	// default allow).
+	reach := func(p *pod) bool { return roundTrip(ctx, p, target, "authz") == nil }
+	rows := []struct {
+		name, action, rule string
+		a, c               bool
+	}{
+		{"ALLOW by principal", "ALLOW", "from: [{source: {principals: [cluster.local/ns/mesh/sa/sa-a]}}]", true, false},
+		{"ALLOW by namespace", "ALLOW", "from: [{source: {namespaces: [other]}}]", false, true},
+		{"ALLOW by service account", "ALLOW", "from: [{source: {serviceAccounts: [other/sa-c]}}]", false, true},
+		{"ALLOW by IP block", "ALLOW", "from: [{source: {ipBlocks: [" + c.ip + "/32]}}]", false, true},
+		{"ALLOW by port", "ALLOW", "to: [{operation: {ports: [\"9090\"]}}]", false, false},
+		{"DENY by principal", "DENY", "from: [{source: {principals: [cluster.local/ns/other/sa/sa-c]}}]", true, false},
+		{"DENY by namespace", "DENY", "from: [{source: {namespaces: [mesh]}}]", false, true},
+		{"DENY by not-IP block", "DENY", "from: [{source: {notIpBlocks: [" + a.ip + "/32]}}]", true, false},
+		{"DENY by port", "DENY", "to: [{operation: {ports: [\"8080\"]}}]", false, false},
+	}
+	for _, row := range rows {
+		t.Run("authorization "+row.name, func(t *testing.T) {
+			applyYAML(t, m.ctl, fmt.Sprintf("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: row, namespace: mesh}\nspec:\n  selector: {matchLabels: {app: b}}\n  action: %s\n  rules:\n  - %s\n", row.action, row.rule))
+			eventually(t, "policy enforced", func() error {
+				if ra, rc := reach(a), reach(c); ra != row.a || rc != row.c {
+					return fmt.Errorf("a allowed=%t (want %t), c allowed=%t (want %t)", ra, row.a, rc, row.c)
+				}
+				return nil
+			})
+			if r := m.ctl(t, "delete", "authorizationpolicy", "row", "-n", "mesh"); r.Code != 0 {
+				t.Fatal(r.Stderr)
+			}
+			eventually(t, "policy removed", func() error {
+				if !reach(a) || !reach(c) {
+					return errors.New("still denied")
+				}
+				return nil
+			})
+		})
+	}
+
+	t.Run("a policy change closes a now-denied established connection", func(t *testing.T) {
+		conn, err := a.ns.NS().Dial(ctx, &net.Dialer{}, "tcp", target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		echo := func() error {
+			_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+			if _, err := conn.Write([]byte("ping")); err != nil {
+				return err
+			}
+			buf := make([]byte, 4)
+			_, err := io.ReadFull(conn, buf)
+			return err
+		}
+		if err := echo(); err != nil {
+			t.Fatal(err)
+		}
+		applyYAML(t, m.ctl, "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: cut, namespace: mesh}\nspec:\n  selector: {matchLabels: {app: b}}\n  action: DENY\n  rules:\n  - from: [{source: {principals: [cluster.local/ns/mesh/sa/sa-a]}}]\n")
+		_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+		if _, err := io.ReadAll(conn); err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatal("the established connection survived a policy that denies it")
+		}
+		if r := m.ctl(t, "delete", "authorizationpolicy", "cut", "-n", "mesh"); r.Code != 0 {
+			t.Fatal(r.Stderr)
+		}
+		eventually(t, "allowed again", func() error { return roundTrip(ctx, a, target, "again") })
+	})
+
+	t.Run("Istio TCP metrics", func(t *testing.T) {
+		body := httpGet(t, "http://"+m.nodes["node-b"].ztunnel.Addr("metrics")+"/metrics")
+		for _, want := range []string{
+			"istio_tcp_connections_opened_total{", "istio_tcp_connections_closed_total{", "istio_tcp_sent_bytes_total{", "istio_tcp_received_bytes_total{",
+			`reporter="destination"`, `source_principal="spiffe://cluster.local/ns/mesh/sa/sa-a"`, `destination_workload="b"`, `connection_security_policy="mutual_tls"`,
+		} {
+			if !strings.Contains(body, want) {
+				t.Errorf("metrics lack %s", want)
+			}
+		}
+		dump := httpGet(t, "http://"+m.nodes["node-b"].ztunnel.Addr("admin")+"/config_dump")
+		for _, want := range []string{"spiffe://cluster.local/ns/mesh/sa/sa-b", `"workloads"`, `"certificates"`} {
+			if !strings.Contains(dump, want) {
+				t.Errorf("config_dump lacks %s", want)
+			}
+		}
+	})
+
+	t.Run("the control plane stopped for 30s changes nothing for running traffic", func(t *testing.T) {
+		conn, err := a.ns.NS().Dial(ctx, &net.Dialer{}, "tcp", target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		for _, p := range append([]*localproc.Process{m.xds, m.ca}, m.configs...) {
+			p.Kill()
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for i := 0; time.Now().Before(deadline); i++ {
+			_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+			msg := fmt.Sprintf("still-%03d", i)
+			if _, err := conn.Write([]byte(msg)); err != nil {
+				t.Fatalf("established connection broke while the control plane is down: %v", err)
+			}
+			buf := make([]byte, len(msg))
+			if _, err := io.ReadFull(conn, buf); err != nil {
+				t.Fatalf("established connection broke while the control plane is down: %v", err)
+			}
+			if err := roundTrip(ctx, a, target, msg); err != nil {
+				t.Fatalf("new connection failed while the control plane is down: %v", err)
+			}
+			time.Sleep(time.Second) // a steady trickle of traffic over the 30 s
+		}
+	})
+}
+
+func httpGet(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }
 
 // dumpLog prints the last lines of a process log into the test output.

@@ -113,9 +113,11 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, h Handler, 
 		toApp, toErr = copyHalf(up, r.Body)
 	})
 	fromApp, fromErr := copyHalf(&flushWriter{w: w, f: flusher}, up)
-	// The app finished sending; if the peer is still sending, closing the
-	// upstream stops that copy.
+	// The app finished sending (or the connection was cut, e.g. by a
+	// policy change): close the upstream and stop reading the peer, so
+	// the handler returns and the peer sees the stream end.
 	_ = up.Close()
+	_ = r.Body.Close()
 	wg.Wait()
 	if done != nil {
 		done(req, toApp, fromApp, http.StatusOK, errors.Join(ignoreClosed(toErr), ignoreClosed(fromErr)))
