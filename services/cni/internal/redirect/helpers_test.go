@@ -163,7 +163,7 @@ func expectLands(t *testing.T, what string, from *netns.Handle, mark int, dst ne
 		t.Fatalf("%s: listener %v accepted %v, not our client %v", what, ln.Addr(), serverRemote, clientLocal)
 	}
 	if wantOrig.IsValid() {
-		got, err := OriginalDst(server)
+		got, err := netns.OriginalDst(server)
 		if err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}

@@ -45,7 +45,6 @@ type Config struct {
 	CABundleFile  string   `json:"caBundleFile" flag:"ca-bundle-file" usage:"trust bundle that verifies the CA when joining"`
 	CAServers     []string `json:"caServers" flag:"ca-servers" usage:"CA replicas, host:port, comma separated"`
 	XDSServers    []string `json:"xdsServers" flag:"xds-servers" usage:"xds replicas, host:port, comma separated"`
-	OnDemand      bool     `json:"onDemand" flag:"on-demand" usage:"subscribe to addresses when first needed instead of holding the whole mesh"`
 
 	DrainTimeout    time.Duration `json:"drainTimeout" flag:"drain-timeout" usage:"how long established connections may finish after shutdown starts"`
 	ShutdownTimeout time.Duration `json:"shutdownTimeout" flag:"shutdown-timeout" usage:"how long a graceful shutdown may take in all"`

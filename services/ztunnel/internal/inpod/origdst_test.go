@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ambitmesh/ambit/pkg/netns"
 )
 
 // TestOriginalDst installs Istio's outbound capture rule in a pod netns:
@@ -60,7 +62,7 @@ func TestOriginalDst(t *testing.T) {
 	if a.kind != Outbound || a.pod.UID() != "src" {
 		t.Fatalf("captured connection reached %v of %v", a.kind, a.pod)
 	}
-	got, err := OriginalDst(a.c)
+	got, err := netns.OriginalDst(a.c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +94,7 @@ func TestOriginalDst(t *testing.T) {
 	}
 
 	// Not redirected at all: no conntrack NAT entry in dst's netns.
-	if _, err := OriginalDst(ac.(*net.TCPConn)); err != nil && !errors.Is(err, unix.ENOENT) {
+	if _, err := netns.OriginalDst(ac.(*net.TCPConn)); err != nil && !errors.Is(err, unix.ENOENT) {
 		t.Fatalf("OriginalDst of an unredirected connection: %v", err)
 	}
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/ambitmesh/ambit/pkg/netns"
 	"github.com/ambitmesh/ambit/pkg/spiffe"
 	"github.com/ambitmesh/ambit/services/ztunnel/internal/authz"
 	"github.com/ambitmesh/ambit/services/ztunnel/internal/certs"
@@ -139,7 +140,7 @@ func addrPortOf(a net.Addr) netip.AddrPort {
 func (p *Proxy) outbound(pod *inpod.Pod, c *net.TCPConn) {
 	defer c.Close()
 	ctx := context.Background()
-	orig, err := inpod.OriginalDst(c)
+	orig, err := netns.OriginalDst(c)
 	if err != nil {
 		p.log.Warn("outbound without an original destination", "pod", pod.String(), "err", err)
 		return
@@ -173,6 +174,28 @@ func (p *Proxy) outbound(pod *inpod.Pod, c *net.TCPConn) {
 		dstW = w
 	}
 
+	// A destination (service, else workload) that uses a waypoint is
+	// reached through it: the tunnel goes to the waypoint, carrying the
+	// original destination, unless the source is that waypoint.
+	hbonePort := p.o.HBONEPort
+	var wp *mesh.Gateway
+	if svc, ok := p.o.Mesh.ServiceByVIP(orig.Addr()); ok && svc.Waypoint != nil {
+		wp = svc.Waypoint
+	} else if !ok && dstW != nil && dstW.Waypoint != nil {
+		wp = dstW.Waypoint
+	}
+	if wp != nil {
+		wpW, wpPort, err := p.resolveGateway(wp)
+		if err != nil {
+			p.o.Telemetry.Open(ctx, info).Close(ctx, "no waypoint", err)
+			return
+		}
+		if srcW == nil || srcW.UID != wpW.UID {
+			dstW, target, hbonePort = wpW, orig, wpPort
+			info.DstAddr = orig
+		}
+	}
+
 	var up net.Conn
 	dctx, cancel := context.WithTimeout(ctx, p.o.ConnectTimeout)
 	defer cancel()
@@ -183,8 +206,12 @@ func (p *Proxy) outbound(pod *inpod.Pod, c *net.TCPConn) {
 			return
 		}
 		info.Dst, info.Security, info.DstAddr = p.peerOf(dstW, dstID), conntel.MutualTLS, target
+		hboneAddr := target.Addr()
+		if len(dstW.Addrs) > 0 {
+			hboneAddr = dstW.Addrs[0] // the waypoint's own address when tunnelling through it
+		}
 		key := tunnel.Key{SrcPod: pod.UID(), SrcIP: src.Addr(), SrcID: srcID.String(), DstID: dstID.String(),
-			DstAddr: netip.AddrPortFrom(target.Addr(), p.o.HBONEPort)}
+			DstAddr: netip.AddrPortFrom(hboneAddr, hbonePort)}
 		up, err = p.pool.Dial(dctx, key, target, tunnel.Headers{Source: src})
 		if err != nil {
 			tc := p.o.Telemetry.Open(ctx, info)
@@ -208,6 +235,28 @@ func (p *Proxy) outbound(pod *inpod.Pod, c *net.TCPConn) {
 	tc.Close(ctx, "ok", err)
 }
 
+// resolveGateway finds the workload of a waypoint given by address or by
+// service name (one of the service's healthy endpoints).
+func (p *Proxy) resolveGateway(g *mesh.Gateway) (*mesh.Workload, uint16, error) {
+	if g.Addr.IsValid() {
+		w, ok := p.o.Mesh.WorkloadByIP(g.Addr)
+		if !ok {
+			return nil, 0, fmt.Errorf("waypoint %s is unknown", g.Addr)
+		}
+		return w, g.HBONEPort, nil
+	}
+	svc, ok := p.o.Mesh.Service(g.Service)
+	if !ok {
+		return nil, 0, fmt.Errorf("waypoint service %s is unknown", g.Service)
+	}
+	eps := p.o.Mesh.Endpoints(svc, g.HBONEPort)
+	if len(eps) == 0 {
+		return nil, 0, fmt.Errorf("waypoint service %s has no healthy endpoint on %d", g.Service, g.HBONEPort)
+	}
+	ep := eps[rand.N(len(eps))]
+	return ep.Workload, ep.Port, nil
+}
+
 func resultOf(err error) string {
 	var se *tunnel.StatusError
 	if errors.As(err, &se) {
@@ -227,7 +276,7 @@ func resultOf(err error) string {
 func (p *Proxy) inboundPlaintext(pod *inpod.Pod, c *net.TCPConn) {
 	defer c.Close()
 	ctx := context.Background()
-	orig, err := inpod.OriginalDst(c)
+	orig, err := netns.OriginalDst(c)
 	if err != nil {
 		p.log.Warn("inbound without an original destination", "pod", pod.String(), "err", err)
 		return

@@ -1,4 +1,4 @@
-package redirect
+package netns
 
 import (
 	"encoding/binary"
@@ -10,25 +10,31 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ip6tSOOriginalDst is IP6T_SO_ORIGINAL_DST from linux/netfilter_ipv6/ip6_tables.h,
-// which x/sys/unix does not define; it has the same value as SO_ORIGINAL_DST.
+
+// ip6tSOOriginalDst is IP6T_SO_ORIGINAL_DST from
+// linux/netfilter_ipv6/ip6_tables.h, which x/sys/unix does not define; it
+// has the same value as SO_ORIGINAL_DST.
 const ip6tSOOriginalDst = 80
 
-// OriginalDst returns where a connection accepted by a ztunnel listener was
+// OriginalDst returns where a connection accepted on a pod's listener was
 // headed before redirection changed its destination: the conntrack entry's
-// original destination, read with getsockopt(SOL_IP, SO_ORIGINAL_DST) (or
-// SOL_IPV6, IP6T_SO_ORIGINAL_DST for IPv6). For a connection that was not
-// redirected it is the connection's own local address; in a netns where
-// the kernel tracks no connections (no NAT rule there) it fails with an
-// error wrapping unix.ENOENT. Both redirection modes answer it (eBPF
-// through a cgroup/getsockopt program), so ztunnel has one code path.
-func OriginalDst(conn *net.TCPConn) (netip.AddrPort, error) {
-	local, ok := conn.LocalAddr().(*net.TCPAddr)
+// original destination, read with getsockopt(SOL_IP, SO_ORIGINAL_DST) or,
+// for IPv6, getsockopt(SOL_IPV6, IP6T_SO_ORIGINAL_DST) (DESIGN §11). Both
+// redirection modes answer it (eBPF through a cgroup/getsockopt program),
+// so the proxy has one code path. For a connection that was not redirected
+// it is the connection's own local address; in a netns where conntrack
+// tracks nothing (no NAT rule there) it fails with an error wrapping
+// unix.ENOENT. An IPv4 address comes back as a plain IPv4 address even when
+// the listener is dual-stack.
+func OriginalDst(c *net.TCPConn) (netip.AddrPort, error) {
+	local, ok := c.LocalAddr().(*net.TCPAddr)
 	if !ok || local == nil {
 		return netip.AddrPort{}, fmt.Errorf("original destination: connection has no local address")
 	}
+	// A v4 connection on a dual-stack listener has a v4-mapped local
+	// address, but conntrack and the socket's IPv4 options still answer it.
 	v4 := local.AddrPort().Addr().Unmap().Is4()
-	rc, err := conn.SyscallConn()
+	rc, err := c.SyscallConn()
 	if err != nil {
 		return netip.AddrPort{}, fmt.Errorf("original destination: %w", err)
 	}
@@ -45,7 +51,7 @@ func OriginalDst(conn *net.TCPConn) (netip.AddrPort, error) {
 		err = sysErr
 	}
 	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("original destination of %v -> %v: %w", conn.RemoteAddr(), local, err)
+		return netip.AddrPort{}, fmt.Errorf("original destination of %v -> %v: %w", c.RemoteAddr(), local, err)
 	}
 	return dst, nil
 }
