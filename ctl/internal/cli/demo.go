@@ -44,7 +44,7 @@ func newDemoCmd() *cobra.Command {
 				return fmt.Errorf("%d claim(s) did not hold", failed)
 			}
 			fmt.Fprintf(out, "\nEvery claim held. Process logs: %s\n", logDir)
-			fmt.Fprintln(out, "Still to come: ztunnel, eBPF redirection, xds at scale and `ambitctl up` (issues #8–#11).")
+			fmt.Fprintln(out, "Still to come: `ambitctl up`, xds at scale, eBPF redirection (issues #9–#11), waypoints and gateways.")
 			return nil
 		},
 	}

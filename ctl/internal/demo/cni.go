@@ -35,36 +35,11 @@ func (e *Env) cniEnrollment(ctx context.Context) ([]string, error) {
 	if e.Topo == nil || len(e.CA) == 0 || len(e.Config) == 0 {
 		return nil, errors.New("needs the topology, the CA and config")
 	}
-	node, ok := e.Topo.Node("node-a")
-	if !ok {
-		return nil, errors.New("no node-a in the topology")
-	}
-	plugins, err := cniPluginDir()
+	na, err := e.nodeAgent(ctx, "node-a")
 	if err != nil {
 		return nil, err
 	}
-	tok, _, err := e.ambitctlCA(ctx, e.CA[0], "node", "token", "create", "node-a", "--ttl=10m")
-	if err != nil {
-		return nil, err
-	}
-	var servers []string
-	for _, p := range e.Config {
-		if !p.Exited() {
-			servers = append(servers, p.Addr("grpc"))
-		}
-	}
-	runDir := filepath.Join(e.LogDir, "run")
-	agent, err := localproc.Start(ctx, "cni-agent-node-a", filepath.Join(e.BinDir, "ambit-cni-agent"), []string{
-		"--node=node-a", "--run-dir=" + runDir, "--admin-addr=127.0.0.1:0",
-		"--config-servers=" + strings.Join(servers, ","), "--config-insecure-loopback",
-		"--ca-servers=" + e.CA[0].Addr("grpc"), "--ca-bundle-file=" + filepath.Join(e.adminDir(), "bundle.pem"),
-		"--join-token=" + strings.TrimSpace(tok),
-	}, e.LogDir, 30*time.Second)
-	if err != nil {
-		return nil, err
-	}
-	e.closers = append(e.closers, func() { _ = agent.Stop(10 * time.Second) })
-	ev := []string{fmt.Sprintf("ambit-cni-agent for node-a: pid %d, joined with a fresh token, plugin socket %s", agent.Pid(), filepath.Join(runDir, "node-a", "cni", "agent.sock"))}
+	ev := []string{fmt.Sprintf("ambit-cni-agent for node-a: pid %d, joined with a fresh token, plugin socket %s", na.agent.Pid(), filepath.Join(na.runDir, "node-a", "cni", "agent.sock"))}
 
 	manifest := `apiVersion: v1
 kind: Namespace
@@ -78,19 +53,7 @@ spec: {nodeName: node-a, serviceAccountName: web, containers: [{name: web, image
 	if err := e.applyString(ctx, manifest); err != nil {
 		return ev, err
 	}
-	rt, err := cniruntime.New(node.NS(), cniruntime.NodeNetwork{
-		Name: "ambit", Bridge: node.BridgeName(), PodCIDR: node.PodCIDR(), Gateway: node.Gateway(),
-		// The topology step's pods took the low addresses without CNI.
-		RangeStart: offset(node.PodCIDR().Addr(), 10),
-		StateDir:   filepath.Join(runDir, "node-a", "cni-runtime"),
-		Ambit: &cniruntime.AmbitPlugin{
-			AgentSocket: filepath.Join(runDir, "node-a", "cni", "agent.sock"),
-			SpoolDir:    filepath.Join(runDir, "node-a", "cni", "spool"),
-		},
-	}, []string{plugins, e.BinDir})
-	if err != nil {
-		return ev, err
-	}
+	rt := na.rt
 	pod, err := e.Topo.AddEmptyPod(ctx, "node-a", "cni-web")
 	if err != nil {
 		return ev, err
@@ -138,6 +101,76 @@ func (e *Env) applyString(ctx context.Context, manifest string) error {
 		return fmt.Errorf("apply: %w: %s", err, errOut)
 	}
 	return nil
+}
+
+// demoNode is one node's CNI side in the tour: its agent and the CNI
+// runtime that creates pods on it.
+type demoNode struct {
+	name   string
+	node   *netns.Node
+	runDir string
+	agent  *localproc.Process
+	rt     *cniruntime.Runtime
+}
+
+// nodeAgent starts a node's CNI agent (joining with a fresh token) and
+// its CNI runtime, once.
+func (e *Env) nodeAgent(ctx context.Context, name string) (*demoNode, error) {
+	if n := e.nodes[name]; n != nil {
+		return n, nil
+	}
+	node, ok := e.Topo.Node(name)
+	if !ok {
+		return nil, fmt.Errorf("no %s in the topology", name)
+	}
+	plugins, err := cniPluginDir()
+	if err != nil {
+		return nil, err
+	}
+	tok, _, err := e.ambitctlCA(ctx, e.CA[0], "node", "token", "create", name, "--ttl=10m")
+	if err != nil {
+		return nil, err
+	}
+	runDir := filepath.Join(e.LogDir, "run")
+	agent, err := localproc.Start(ctx, "cni-agent-"+name, filepath.Join(e.BinDir, "ambit-cni-agent"), []string{
+		"--node=" + name, "--run-dir=" + runDir, "--admin-addr=127.0.0.1:0",
+		"--config-servers=" + strings.Join(e.configAddrs(), ","), "--config-insecure-loopback",
+		"--ca-servers=" + e.CA[0].Addr("grpc"), "--ca-bundle-file=" + filepath.Join(e.adminDir(), "bundle.pem"),
+		"--join-token=" + strings.TrimSpace(tok),
+	}, e.LogDir, 30*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	e.closers = append(e.closers, func() { _ = agent.Stop(10 * time.Second) })
+	rt, err := cniruntime.New(node.NS(), cniruntime.NodeNetwork{
+		Name: "ambit", Bridge: node.BridgeName(), PodCIDR: node.PodCIDR(), Gateway: node.Gateway(),
+		// The topology step's pods took the low addresses without CNI.
+		RangeStart: offset(node.PodCIDR().Addr(), 10),
+		StateDir:   filepath.Join(runDir, name, "cni-runtime"),
+		Ambit: &cniruntime.AmbitPlugin{
+			AgentSocket: filepath.Join(runDir, name, "cni", "agent.sock"),
+			SpoolDir:    filepath.Join(runDir, name, "cni", "spool"),
+		},
+	}, []string{plugins, e.BinDir})
+	if err != nil {
+		return nil, err
+	}
+	n := &demoNode{name: name, node: node, runDir: runDir, agent: agent, rt: rt}
+	if e.nodes == nil {
+		e.nodes = map[string]*demoNode{}
+	}
+	e.nodes[name] = n
+	return n, nil
+}
+
+func (e *Env) configAddrs() []string {
+	var servers []string
+	for _, p := range e.Config {
+		if !p.Exited() {
+			servers = append(servers, p.Addr("grpc"))
+		}
+	}
+	return servers
 }
 
 // ambitRuleCount counts our rules in a pod's netns.

@@ -24,13 +24,16 @@ type Env struct {
 	// LogDir receives the processes' logs.
 	LogDir string
 
-	Stack   *devstack.Stack
-	Topo    *netns.Topology
-	Config  []*localproc.Process
-	CA      []*localproc.Process
-	nodeA   *spiffe.Source
-	feed    *feedWatcher
-	closers []func()
+	Stack    *devstack.Stack
+	Topo     *netns.Topology
+	Config   []*localproc.Process
+	CA       []*localproc.Process
+	nodeA    *spiffe.Source
+	feed     *feedWatcher
+	nodes    map[string]*demoNode
+	xds      *localproc.Process
+	ztunnels []*localproc.Process
+	closers  []func()
 }
 
 // Close stops everything the tour started.
@@ -83,6 +86,7 @@ func Steps(env *Env) []Step {
 		steps = append(steps,
 			Step{"Nodes and pods are network namespaces: 2 nodes x 2 pods reach each other across nodes", env.topology},
 			Step{"Pods come up through real CNI (bridge + host-local + ambit-cni) and join or leave the mesh by label, without a restart", env.cniEnrollment},
+			Step{"Pods on two nodes talk over HBONE with their own identities; a DENY policy by principal is enforced", env.meshTraffic},
 			Step{"Tearing the topology down leaves no namespace behind", env.teardown},
 		)
 	}
