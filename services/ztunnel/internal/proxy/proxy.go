@@ -335,7 +335,7 @@ func (p *Proxy) inboundHBONE(pod *inpod.Pod, c *net.TCPConn) {
 		p.log.Warn("no certificate to terminate HBONE", "pod", pod.String(), "err", err)
 		return
 	}
-	tc := tls.Server(c, spiffe.ServerConfig(src, spiffe.AuthorizeWorkloads(p.o.TrustDomain), spiffe.WithHBONE()))
+	tc := tls.Server(c, tunnel.ServerTLS(src, p.o.TrustDomain))
 	err = tc.HandshakeContext(hctx)
 	hcancel()
 	if err != nil {
@@ -415,5 +415,5 @@ func (d dialer) TLSConfig(ctx context.Context, k tunnel.Key) (*tls.Config, error
 	if err != nil {
 		return nil, err
 	}
-	return spiffe.ClientConfig(src, spiffe.AuthorizeIdentity(dstID), spiffe.WithHBONE()), nil
+	return tunnel.ClientTLS(src, dstID), nil
 }

@@ -11,7 +11,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/net/http2"
+
+	"github.com/ambitmesh/ambit/pkg/spiffe"
 )
 
 // Window sizes: HTTP/2's 64 KiB default caps a stream at 64 KiB per round
@@ -148,4 +151,20 @@ func ignoreClosed(err error) error {
 		return nil
 	}
 	return err
+}
+
+// ServerTLS is the TLS configuration of a destination pod's 15008: TLS 1.3,
+// ALPN h2, the pod's certificate from src, and a client certificate that
+// must be a workload identity of td — node, control-plane and admin
+// identities, foreign trust domains and clients without a certificate are
+// refused in the handshake (DESIGN §4: data-plane peers accept only
+// workload identities).
+func ServerTLS(src spiffe.X509Source, td spiffeid.TrustDomain) *tls.Config {
+	return spiffe.ServerConfig(src, spiffe.AuthorizeWorkloads(td), spiffe.WithHBONE())
+}
+
+// ClientTLS is the source side: the source workload's certificate from
+// src, and the destination's identity pinned.
+func ClientTLS(src spiffe.X509Source, dst spiffe.Identity) *tls.Config {
+	return spiffe.ClientConfig(src, spiffe.AuthorizeIdentity(dst), spiffe.WithHBONE())
 }
