@@ -23,6 +23,8 @@ import (
 
 	"github.com/ambitmesh/ambit/pkg/telemetry"
 	changefeedv1 "github.com/ambitmesh/ambit/proto/ambit/changefeed/v1"
+
+	"github.com/ambitmesh/ambit/pkg/backoff"
 )
 
 // Object is one resource as stored in etcd.
@@ -313,7 +315,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}
 	defer func() { _ = reg.Unregister() }()
 
-	bo := backoff{min: c.opts.RetryMin, max: c.opts.RetryMax}
+	bo := backoff.Backoff{Min: c.opts.RetryMin, Max: c.opts.RetryMax}
 	reason := RelistStart
 	for {
 		err := c.session(ctx, reason)
@@ -326,11 +328,11 @@ func (c *Consumer) Run(ctx context.Context) error {
 			delay := jitterUpTo(c.opts.RelistJitter)
 			if reason == RelistHandler {
 				// A handler that keeps failing must not hammer etcd.
-				delay = max(delay, bo.next())
+				delay = max(delay, bo.Next())
 			} else {
-				bo.reset()
+				bo.Reset()
 			}
-			if sleep(ctx, delay) != nil {
+			if backoff.Sleep(ctx, delay) != nil {
 				return nil
 			}
 			continue
@@ -339,7 +341,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 			reason = RelistError
 		}
 		c.log.Warn("change feed consumer failed; retrying", "err", err)
-		if sleep(ctx, bo.next()) != nil {
+		if backoff.Sleep(ctx, bo.Next()) != nil {
 			return nil
 		}
 	}
@@ -415,7 +417,7 @@ func (c *Consumer) reset(ctx context.Context, snap Snapshot) error {
 // streamInfo waits for the stream to exist (the leading publisher creates
 // it) and returns it with fresh info.
 func (c *Consumer) streamInfo(ctx context.Context) (jetstream.Stream, *jetstream.StreamInfo, error) {
-	bo := backoff{min: c.opts.RetryMin, max: c.opts.RetryMax}
+	bo := backoff.Backoff{Min: c.opts.RetryMin, Max: c.opts.RetryMax}
 	for {
 		// Stream fetches fresh info; CachedInfo is that answer.
 		stream, err := bounded(ctx, c.opts.RequestTimeout, func(rc context.Context) (jetstream.Stream, error) {
@@ -428,7 +430,7 @@ func (c *Consumer) streamInfo(ctx context.Context) (jetstream.Stream, *jetstream
 			return nil, nil, ctx.Err()
 		}
 		c.log.Debug("waiting for stream", "stream", StreamName, "err", err)
-		if err := sleep(ctx, bo.next()); err != nil {
+		if err := backoff.Sleep(ctx, bo.Next()); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -518,7 +520,7 @@ func (r *reader) close() {
 
 func (r *reader) run(ctx context.Context) error {
 	c := r.c
-	bo := backoff{min: c.opts.RetryMin, max: c.opts.RetryMax}
+	bo := backoff.Backoff{Min: c.opts.RetryMin, Max: c.opts.RetryMax}
 	nextCheck := time.Now().Add(c.opts.CheckInterval)
 	for {
 		if r.it == nil {
@@ -527,7 +529,7 @@ func (r *reader) run(ctx context.Context) error {
 					return err
 				}
 				c.log.Debug("cannot subscribe; retrying", "err", err)
-				if err := sleep(ctx, bo.next()); err != nil {
+				if err := backoff.Sleep(ctx, bo.Next()); err != nil {
 					return err
 				}
 				continue
@@ -550,7 +552,7 @@ func (r *reader) run(ctx context.Context) error {
 			}
 			c.log.Debug("subscription interrupted; resubscribing", "err", err, "next_seq", r.next)
 			r.close()
-			if err := sleep(ctx, bo.next()); err != nil {
+			if err := backoff.Sleep(ctx, bo.Next()); err != nil {
 				return err
 			}
 			continue
@@ -566,7 +568,7 @@ func (r *reader) run(ctx context.Context) error {
 			continue
 		}
 		r.dseq = meta.Sequence.Consumer
-		bo.reset()
+		bo.Reset()
 		if meta.Sequence.Stream < r.next {
 			continue
 		}

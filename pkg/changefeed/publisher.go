@@ -27,6 +27,8 @@ import (
 
 	"github.com/ambitmesh/ambit/pkg/telemetry"
 	changefeedv1 "github.com/ambitmesh/ambit/proto/ambit/changefeed/v1"
+
+	"github.com/ambitmesh/ambit/pkg/backoff"
 )
 
 // PublisherOptions configures a Publisher.
@@ -219,7 +221,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 	}
 	defer func() { _ = reg.Unregister() }()
 
-	bo := backoff{min: p.opts.RetryMin, max: p.opts.RetryMax}
+	bo := backoff.Backoff{Min: p.opts.RetryMin, Max: p.opts.RetryMax}
 	for {
 		err := p.term(ctx)
 		if ctx.Err() != nil {
@@ -231,11 +233,11 @@ func (p *Publisher) Run(ctx context.Context) error {
 		switch {
 		case errors.Is(err, errDeposed), errors.Is(err, errLostLeadership):
 			p.log.Warn("stepped down", "err", err)
-			bo.reset()
+			bo.Reset()
 		default:
 			p.log.Warn("change feed term failed", "err", err)
 		}
-		if sleep(ctx, bo.next()) != nil {
+		if backoff.Sleep(ctx, bo.Next()) != nil {
 			return nil
 		}
 	}
@@ -298,7 +300,7 @@ func (p *Publisher) term(ctx context.Context) error {
 	defer p.update(func(s *PublisherStatus) { s.Leader = false })
 	p.log.Info("leading the change feed", "epoch", epoch, "session_ttl", p.opts.SessionTTL)
 
-	bo := backoff{min: p.opts.RetryMin, max: p.opts.RetryMax}
+	bo := backoff.Backoff{Min: p.opts.RetryMin, Max: p.opts.RetryMax}
 	for {
 		err := p.lead(ctx, leadCtx, session, epoch)
 		if leadCtx.Err() != nil {
@@ -317,7 +319,7 @@ func (p *Publisher) term(ctx context.Context) error {
 			continue
 		}
 		p.log.Warn("publishing interrupted; resuming from the stream", "err", err)
-		if sleep(leadCtx, bo.next()) != nil {
+		if backoff.Sleep(leadCtx, bo.Next()) != nil {
 			continue
 		}
 	}

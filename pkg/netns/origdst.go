@@ -10,7 +10,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-
 // ip6tSOOriginalDst is IP6T_SO_ORIGINAL_DST from
 // linux/netfilter_ipv6/ip6_tables.h, which x/sys/unix does not define; it
 // has the same value as SO_ORIGINAL_DST.

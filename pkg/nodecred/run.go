@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -16,6 +15,8 @@ import (
 	"github.com/ambitmesh/ambit/pkg/caclient"
 	"github.com/ambitmesh/ambit/pkg/spiffe"
 	cav1 "github.com/ambitmesh/ambit/proto/ambit/ca/v1"
+
+	"github.com/ambitmesh/ambit/pkg/backoff"
 )
 
 // persistTimeout bounds waiting for another agent's lock on Dir when
@@ -171,22 +172,22 @@ var errRenewed = errors.New("node certificate renewed")
 
 // watchBundles follows the CA's trust bundle until ctx ends.
 func (c *Credential) watchBundles(ctx context.Context) {
-	bo := backoff{min: c.o.MinBackoff, max: c.o.MaxBackoff}
+	bo := backoff.Backoff{Min: c.o.MinBackoff, Max: c.o.MaxBackoff}
 	for {
 		received, err := c.watchOnce(ctx)
 		if ctx.Err() != nil {
 			return
 		}
 		if received || errors.Is(err, errRenewed) {
-			bo.reset()
+			bo.Reset()
 		}
 		if errors.Is(err, errRenewed) {
 			c.log.Debug("reconnecting the trust bundle watch with the renewed certificate")
 			continue
 		}
-		wait := bo.next()
+		wait := bo.Next()
 		c.log.Warn("trust bundle watch ended; reconnecting", "retry_in", wait, "error", err)
-		if !sleep(ctx, wait) {
+		if backoff.Sleep(ctx, wait) != nil {
 			return
 		}
 	}
@@ -291,7 +292,7 @@ func (c *Credential) installBundle(ctx context.Context, pb *cav1.TrustBundle) {
 // deadline (if set) passes or ctx ends, waiting a jittered, growing delay
 // between attempts. It returns the last error.
 func (c *Credential) retry(ctx context.Context, what string, deadline time.Time, f func(context.Context) error, permanent func(error) bool) error {
-	bo := backoff{min: c.o.MinBackoff, max: c.o.MaxBackoff}
+	bo := backoff.Backoff{Min: c.o.MinBackoff, Max: c.o.MaxBackoff}
 	for attempt := 1; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
 		err := f(actx)
@@ -299,7 +300,7 @@ func (c *Credential) retry(ctx context.Context, what string, deadline time.Time,
 		if err == nil || ctx.Err() != nil || permanent(err) {
 			return err
 		}
-		wait := bo.next()
+		wait := bo.Next()
 		if !deadline.IsZero() {
 			left := time.Until(deadline)
 			if left <= 0 {
@@ -308,7 +309,7 @@ func (c *Credential) retry(ctx context.Context, what string, deadline time.Time,
 			wait = min(wait, left)
 		}
 		c.log.Warn("call to the CA failed; retrying", "call", what, "attempt", attempt, "retry_in", wait, "error", err)
-		if !sleep(ctx, wait) {
+		if backoff.Sleep(ctx, wait) != nil {
 			return err
 		}
 	}
@@ -340,30 +341,4 @@ func transient(code codes.Code) bool {
 		return true
 	}
 	return false
-}
-
-// backoff is a jittered exponential delay, so agents that lost the CA
-// together do not come back together.
-type backoff struct {
-	min, max, cur time.Duration
-}
-
-func (b *backoff) next() time.Duration {
-	b.cur = min(max(2*b.cur, b.min), b.max)
-	half := b.cur / 2
-	return half + rand.N(half+1)
-}
-
-func (b *backoff) reset() { b.cur = 0 }
-
-// sleep waits d or until ctx ends; it reports whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/ambitmesh/ambit/pkg/backoff"
 	configv1 "github.com/ambitmesh/ambit/proto/ambit/config/v1"
 )
 
@@ -111,15 +112,19 @@ func (v *View) GetPod(ctx context.Context, namespace, name string) (*corev1.Pod,
 }
 
 func (v *View) follow(ctx context.Context, kind int) {
-	backoff := 100 * time.Millisecond
+	bo := backoff.Backoff{Min: 100 * time.Millisecond, Max: v.retryMax}
 	var rev int64
 	for ctx.Err() == nil {
 		var err error
+		before := rev
 		if rev == 0 {
 			rev, err = v.list(ctx, kind)
 		}
 		if err == nil {
 			rev, err = v.watch(ctx, kind, rev)
+		}
+		if rev > before {
+			bo.Reset() // a listing or events arrived: config is there
 		}
 		if ctx.Err() != nil {
 			return
@@ -129,13 +134,11 @@ func (v *View) follow(ctx context.Context, kind int) {
 			rev = 0
 			continue
 		}
-		v.log.Warn("following config", "kind", watchedKinds[kind], "err", err, "retry", backoff)
-		select {
-		case <-ctx.Done():
+		d := bo.Next()
+		v.log.Warn("following config", "kind", watchedKinds[kind], "err", err, "retry", d)
+		if backoff.Sleep(ctx, d) != nil {
 			return
-		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, v.retryMax)
 	}
 }
 

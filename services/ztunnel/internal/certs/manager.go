@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -20,6 +19,8 @@ import (
 
 	"github.com/ambitmesh/ambit/pkg/caclient"
 	"github.com/ambitmesh/ambit/pkg/spiffe"
+
+	"github.com/ambitmesh/ambit/pkg/backoff"
 )
 
 // Defaults of Options.
@@ -455,7 +456,7 @@ func renewAt(issued, notAfter time.Time, fraction float64) time.Time {
 // failed CSR retried after a jittered backoff.
 func (m *Manager) maintain(ctx context.Context, e *entry) {
 	log := m.log.With("identity", e.id.String())
-	bo := backoff{min: m.o.MinBackoff, max: m.o.MaxBackoff}
+	bo := backoff.Backoff{Min: m.o.MinBackoff, Max: m.o.MaxBackoff}
 	for {
 		st, _ := e.state()
 		renewal := st.svid != nil
@@ -474,7 +475,7 @@ func (m *Manager) maintain(ctx context.Context, e *entry) {
 		if err != nil {
 			e.finish(func(s *certState) { s.lastErr = err })
 			m.notify()
-			wait := bo.next()
+			wait := bo.Next()
 			if renewal && st.usable(time.Now()) {
 				log.Warn("renewing the workload certificate failed; serving the current one meanwhile",
 					"retry_in", wait, "not_after", st.svid.Certificates[0].NotAfter, "error", err)
@@ -486,7 +487,7 @@ func (m *Manager) maintain(ctx context.Context, e *entry) {
 			}
 			continue
 		}
-		bo.reset()
+		bo.Reset()
 		issued := start
 		if nb := svid.Certificates[0].NotBefore; nb.After(issued) {
 			issued = nb
@@ -603,20 +604,6 @@ func checkBundles(bundles []*x509bundle.Bundle) error {
 	_, err := spiffe.NewSource(nil, bundles...)
 	return err
 }
-
-// backoff is a jittered exponential delay, so identities (and nodes) that
-// lost the CA together do not come back together.
-type backoff struct {
-	min, max, cur time.Duration
-}
-
-func (b *backoff) next() time.Duration {
-	b.cur = min(max(2*b.cur, b.min), b.max)
-	half := b.cur / 2
-	return half + rand.N(half+1)
-}
-
-func (b *backoff) reset() { b.cur = 0 }
 
 // sleepUntil waits until t or ctx ends; it reports whether t came.
 func sleepUntil(ctx context.Context, t time.Time) bool {

@@ -664,20 +664,6 @@ func TestMetrics(t *testing.T) {
 	}
 }
 
-func TestBackoffBounds(t *testing.T) {
-	b := backoff{min: 100 * time.Millisecond, max: time.Second}
-	for i, want := range []time.Duration{100, 200, 400, 800, 1000, 1000} {
-		want *= time.Millisecond
-		if got := b.next(); got < want/2 || got > want {
-			t.Errorf("attempt %d: %s, want within [%s, %s]", i, got, want/2, want)
-		}
-	}
-	b.reset()
-	if got := b.next(); got > 100*time.Millisecond {
-		t.Errorf("after reset: %s", got)
-	}
-}
-
 // BenchmarkGet is the per-connection cost once the certificate is held.
 func BenchmarkGet(b *testing.B) {
 	ca := startFakeCA(b)

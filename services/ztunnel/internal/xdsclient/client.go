@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,6 +24,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/ambitmesh/ambit/pkg/backoff"
 	securitypb "github.com/ambitmesh/ambit/proto/istio/security"
 	workloadpb "github.com/ambitmesh/ambit/proto/istio/workload"
 	"github.com/ambitmesh/ambit/services/ztunnel/internal/mesh"
@@ -95,7 +95,7 @@ func (c *Client) Status() Status {
 
 // Run follows xds until ctx ends.
 func (c *Client) Run(ctx context.Context) error {
-	backoff := c.o.RetryMin
+	bo := backoff.Backoff{Min: c.o.RetryMin, Max: c.o.RetryMax}
 	for ctx.Err() == nil {
 		got, err := c.stream(ctx)
 		c.conn.Store(false)
@@ -105,16 +105,13 @@ func (c *Client) Run(ctx context.Context) error {
 		msg := err.Error()
 		c.lastErr.Store(&msg)
 		if got {
-			backoff = c.o.RetryMin
+			bo.Reset()
 		}
-		d := backoff/2 + rand.N(backoff/2+1)
+		d := bo.Next()
 		c.o.Logger.Warn("xds stream ended; keeping the last state", "err", err, "retry", d)
-		select {
-		case <-ctx.Done():
+		if backoff.Sleep(ctx, d) != nil {
 			return nil
-		case <-time.After(d):
 		}
-		backoff = min(2*backoff, c.o.RetryMax)
 	}
 	return nil
 }
