@@ -97,7 +97,7 @@ type Runtime struct {
 	// lo brings the sandbox's loopback up, as container runtimes do with
 	// the reference loopback plugin before the pod network: ztunnel's
 	// in-pod listeners and the redirection to them live on lo.
-	lo      *libcni.PluginConfig
+	lo      *libcni.NetworkConfigList
 	cni     *libcni.CNIConfig
 	network NodeNetwork
 }
@@ -116,7 +116,7 @@ func New(node *netns.Handle, network NodeNetwork, pluginDirs []string) (*Runtime
 	if err := os.MkdirAll(network.StateDir, 0o700); err != nil {
 		return nil, err
 	}
-	lo, err := libcni.ConfFromBytes([]byte(`{"cniVersion":"1.0.0","name":"cni-loopback","type":"loopback"}`))
+	lo, err := libcni.ConfListFromBytes([]byte(`{"cniVersion":"1.0.0","name":"cni-loopback","plugins":[{"type":"loopback"}]}`))
 	if err != nil {
 		return nil, err
 	}
@@ -162,7 +162,7 @@ func (r *Runtime) loRT(p Pod) *libcni.RuntimeConf {
 // Add brings the sandbox's loopback up, runs ADD through the chain and
 // returns the final result.
 func (r *Runtime) Add(ctx context.Context, p Pod) (*current.Result, error) {
-	if _, err := r.cni.AddNetwork(ctx, r.lo, r.loRT(p)); err != nil {
+	if _, err := r.cni.AddNetworkList(ctx, r.lo, r.loRT(p)); err != nil {
 		return nil, fmt.Errorf("CNI ADD %s/%s: loopback: %w", p.Namespace, p.Name, err)
 	}
 	res, err := r.cni.AddNetworkList(ctx, r.confs, r.rt(p))
@@ -189,7 +189,7 @@ func (r *Runtime) Del(ctx context.Context, p Pod) error {
 	if err := r.cni.DelNetworkList(ctx, r.confs, r.rt(p)); err != nil {
 		return fmt.Errorf("CNI DEL %s/%s: %w", p.Namespace, p.Name, err)
 	}
-	if err := r.cni.DelNetwork(ctx, r.lo, r.loRT(p)); err != nil {
+	if err := r.cni.DelNetworkList(ctx, r.lo, r.loRT(p)); err != nil {
 		return fmt.Errorf("CNI DEL %s/%s: loopback: %w", p.Namespace, p.Name, err)
 	}
 	return nil

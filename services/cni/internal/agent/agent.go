@@ -22,6 +22,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/ambitmesh/ambit/pkg/netns"
@@ -132,7 +133,7 @@ func New(opts Options) (*Agent, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	if opts.Tracer == nil {
-		opts.Tracer = trace.NewNoopTracerProvider().Tracer("")
+		opts.Tracer = tracenoop.NewTracerProvider().Tracer("")
 	}
 	if opts.Metrics == nil {
 		opts.Metrics = noopMetrics()

@@ -157,7 +157,6 @@ func newReplica(cfg *Config, info buildinfo.Info, tel *telemetry.Telemetry) (r *
 		// One long-lived stream per proxy: release each connection's write
 		// buffer after every flush and keep the read buffer small, so an
 		// idle proxy costs little beyond its stream state (CP-2).
-		grpc.SharedWriteBuffer(true),
 		grpc.ReadBufferSize(8<<10),
 	)
 	r.xds.Register(r.grpc)

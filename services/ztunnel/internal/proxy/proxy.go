@@ -16,7 +16,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"sync"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -57,7 +56,6 @@ type Proxy struct {
 	pool    *tunnel.Pool
 	server  *tunnel.Server
 	tracker *tracker
-	wg      sync.WaitGroup
 }
 
 // New makes a proxy.

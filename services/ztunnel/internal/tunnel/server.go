@@ -1,3 +1,5 @@
+//lint:file-ignore SA1019 HBONE drives golang.org/x/net/http2 directly (DESIGN §11) for per-connection ServeConn/NewClientConn on our own TLS conns; moving to net/http's HTTP/2 API of Go 1.26 is a follow-up.
+
 package tunnel
 
 import (
