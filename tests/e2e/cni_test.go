@@ -188,6 +188,9 @@ func (n *cniNode) startAgent() {
 		if !p.Exited() {
 			_ = p.Stop(10 * time.Second)
 		}
+		if n.t.Failed() {
+			dumpLog(n.t, p.LogPath, 80)
+		}
 	})
 }
 
@@ -471,6 +474,11 @@ metadata: {name: plain}
 		slices.Sort(want)
 		if !slices.Equal(adds, want) {
 			t.Fatalf("snapshot after restart holds %v, want %v", adds, want)
+		}
+		// Not even for a moment: the restarted agent must not unenroll and
+		// re-enroll a pod while it learns the cluster again.
+		if b, err := os.ReadFile(n.agent.LogPath); err != nil || strings.Contains(string(b), `"msg":"pod unenrolled"`) {
+			t.Fatalf("the restarted agent unenrolled a pod (%v)", err)
 		}
 		for _, p := range []*pod{a, opt, b} {
 			if got := ambitRules(t, p); !slices.Equal(got, before[p.Name]) {

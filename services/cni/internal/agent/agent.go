@@ -377,8 +377,13 @@ func (a *Agent) check(ctx context.Context, ev *cnievent.Event) (cnievent.Reply, 
 	return cnievent.Reply{Enrolled: st.Enrolled}, nil
 }
 
-// changed is the view's callback.
+// changed is the view's callback. Before the view has listed both kinds
+// a change means little (the pod may be listed, its namespace not yet);
+// everything is reconciled once it is synced.
 func (a *Agent) changed(c Change) {
+	if !a.viewSynced() {
+		return
+	}
 	if c.Pod != "" {
 		a.queue.add(c.Namespace+"/"+c.Pod, nil)
 		return
@@ -393,6 +398,15 @@ func (a *Agent) changed(c Change) {
 	a.mu.Unlock()
 	for _, k := range keys {
 		a.queue.add(k, nil)
+	}
+}
+
+func (a *Agent) viewSynced() bool {
+	select {
+	case <-a.view.Synced():
+		return true
+	default:
+		return false
 	}
 }
 
@@ -468,6 +482,11 @@ func (a *Agent) reconcile(ctx context.Context, key string) error {
 func (a *Agent) reconcileLive(ctx context.Context, st *sandboxState) error {
 	pod := a.view.Pod(st.PodNamespace, st.PodName)
 	nsLabels, nsKnown := a.view.Namespace(st.PodNamespace)
+	if (pod == nil || !nsKnown) && !a.viewSynced() {
+		// Missing from a view that has not listed everything yet is not
+		// "gone": deciding now could unenroll a running pod.
+		return fmt.Errorf("pod %s: waiting for the first listing of pods and namespaces", st.PodKey())
+	}
 	d := decide(a.opts.Node, st.Sandbox, pod, nsLabels, nsKnown)
 	var errs []error
 	if pod != nil && pod.Spec.NodeName == a.opts.Node && (st.PodUID == "" || st.PodUID == string(pod.UID)) {
