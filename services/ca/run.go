@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/ambitmesh/ambit/pkg/buildinfo"
+	"github.com/ambitmesh/ambit/pkg/presence"
 	"github.com/ambitmesh/ambit/pkg/run"
 	"github.com/ambitmesh/ambit/pkg/spiffe"
 	"github.com/ambitmesh/ambit/pkg/telemetry"
@@ -59,6 +60,13 @@ func Run(ctx context.Context, cfg *Config, info buildinfo.Info) error {
 		c.close()
 		return &run.ConfigError{Err: fmt.Errorf("listen on %s: %w", cfg.AdminAddr, err)}
 	}
+	// Announced on NATS so `ambitctl cluster` lists CA replicas too.
+	svc, err := presence.Register(c.nc, presence.Replica{Info: info, Replica: cfg.ReplicaID, Address: c.Addr().String()})
+	if err != nil {
+		c.close()
+		return err
+	}
+	defer func() { _ = svc.Stop() }()
 	log.Info("serving", "grpc", c.Addr().String(), "admin", adminLis.Addr().String())
 	g := run.NewGroup(ctx, run.GroupOptions{ShutdownTimeout: cfg.ShutdownTimeout, Logger: log})
 	g.Go("admin", func(ctx context.Context) error { return admin.Serve(ctx, adminLis) })

@@ -77,7 +77,7 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	g := &globals{}
 	g.register(root)
 	root.AddCommand(newVersionCmd(info), newDemoCmd(),
-		newApplyCmd(g, stdin), newGetCmd(g), newDeleteCmd(g, stdin), newStatusCmd(g), newWaitCmd(g),
+		newApplyCmd(g, stdin), newGetCmd(g), newDeleteCmd(g, stdin), newStatusCmd(g), newWaitCmd(g), newClusterCmd(g),
 		cacmd.NewNodeCmd(cacmd.WithDialer(g.dialCA)), cacmd.NewCACmd(cacmd.WithDialer(g.dialCA)))
 	return root
 }
