@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -34,9 +35,13 @@ type Workload struct {
 	Addrs        []netip.Addr
 	// HBONE: the workload is in the mesh and is reached through its
 	// node's ztunnel on 15008; otherwise plaintext.
-	HBONE    bool
-	Healthy  bool
-	Waypoint *Gateway
+	HBONE   bool
+	Healthy bool
+	// HostNetwork: the workload uses its node's network, so its address
+	// is shared (with the node and other such pods) and does not identify
+	// it: WorkloadByIP does not find it, as in Istio's ztunnel.
+	HostNetwork bool
+	Waypoint    *Gateway
 	// Services maps a service key ("ns/hostname") to port mappings.
 	Services map[string][]PortMap
 	// Policies are the keys of its WORKLOAD_SELECTOR policies.
@@ -85,6 +90,13 @@ type snapshot struct {
 	byVIP     map[netip.Addr]*Service
 	endpoints map[string][]*Workload // service key → workloads listing it
 	policies  map[string]*authz.Policy
+	// The policies by how they select workloads, so a connection looks
+	// at the ones that apply to it, not at every policy of the mesh:
+	// GLOBAL ones, NAMESPACE ones by namespace, WORKLOAD_SELECTOR ones by
+	// the key workloads list them under. Each list is sorted by key.
+	global     []*authz.Policy
+	byNS       map[string][]*authz.Policy
+	bySelector map[string][]*authz.Policy
 	// versions of every resource held, for initial_resource_versions.
 	addrVersions, authzVersions map[string]string
 }
@@ -104,6 +116,7 @@ func New() *Store {
 		workloads: map[string]*Workload{}, byIP: map[netip.Addr]*Workload{},
 		services: map[string]*Service{}, byVIP: map[netip.Addr]*Service{},
 		endpoints: map[string][]*Workload{}, policies: map[string]*authz.Policy{},
+		byNS: map[string][]*authz.Policy{}, bySelector: map[string][]*authz.Policy{},
 		addrVersions: map[string]string{}, authzVersions: map[string]string{},
 	})
 	return s
@@ -221,6 +234,7 @@ func (s *Store) ApplyAuthorizations(upserts []Resource[*securitypb.Authorization
 		next.policies[r.Name] = compiled[i]
 		next.authzVersions[r.Name] = r.Version
 	}
+	next.indexPolicies()
 	s.cur.Store(&next)
 	s.notify()
 	return nil
@@ -241,7 +255,9 @@ func (n *snapshot) reindex() {
 	n.endpoints = map[string][]*Workload{}
 	for _, w := range n.workloads {
 		for _, a := range w.Addrs {
-			n.byIP[a] = w
+			if cur, ok := n.byIP[a]; !w.HostNetwork && (!ok || preferByIP(w, cur)) {
+				n.byIP[a] = w
+			}
 		}
 		for key := range w.Services {
 			n.endpoints[key] = append(n.endpoints[key], w)
@@ -263,6 +279,51 @@ func (n *snapshot) reindex() {
 		for _, v := range svc.VIPs {
 			n.byVIP[v] = svc
 		}
+	}
+}
+
+// preferByIP decides which of two workloads claiming one address owns it
+// (a recycled pod IP while xds catches up, a WorkloadEntry on a pod's IP):
+// like Istio's ztunnel, a pod over other kinds, then one in the mesh;
+// then the lower uid, so the answer does not depend on map order.
+func preferByIP(a, b *Workload) bool {
+	rank := func(w *Workload) int {
+		r := 0
+		if strings.Contains(w.UID, "//Pod/") {
+			r += 2
+		}
+		if w.HBONE {
+			r++
+		}
+		return r
+	}
+	if ra, rb := rank(a), rank(b); ra != rb {
+		return ra > rb
+	}
+	return a.UID < b.UID
+}
+
+func (n *snapshot) indexPolicies() {
+	n.global = nil
+	n.byNS = map[string][]*authz.Policy{}
+	n.bySelector = map[string][]*authz.Policy{}
+	for _, p := range n.policies {
+		switch p.Scope() {
+		case authz.Global:
+			n.global = append(n.global, p)
+		case authz.Namespace:
+			n.byNS[p.Namespace()] = append(n.byNS[p.Namespace()], p)
+		default:
+			n.bySelector[p.Key()] = append(n.bySelector[p.Key()], p)
+		}
+	}
+	byKey := func(a, b *authz.Policy) int { return strings.Compare(a.Key(), b.Key()) }
+	slices.SortFunc(n.global, byKey)
+	for _, ps := range n.byNS {
+		slices.SortFunc(ps, byKey)
+	}
+	for _, ps := range n.bySelector {
+		slices.SortFunc(ps, byKey)
 	}
 }
 
@@ -313,11 +374,25 @@ func (s *Store) Endpoints(svc *Service, port uint16) []Endpoint {
 
 // Policies returns the compiled policies that govern w (Istio's selection:
 // GLOBAL, its namespace's NAMESPACE policies, its listed selector ones).
+//
+// It costs the policies that apply, not the policies of the mesh: GLOBAL
+// ones, then the namespace's, then the listed ones, each group by key.
 func (s *Store) Policies(w *Workload) []*authz.Policy {
-	var out []*authz.Policy
-	for _, p := range s.cur.Load().policies {
-		if p.AppliesTo(w.Namespace, w.Policies) {
-			out = append(out, p)
+	cur := s.cur.Load()
+	ns := cur.byNS[w.Namespace]
+	n := len(cur.global) + len(ns)
+	for _, k := range w.Policies {
+		n += len(cur.bySelector[k])
+	}
+	if n == 0 {
+		return nil
+	}
+	out := make([]*authz.Policy, 0, n)
+	out = append(out, cur.global...)
+	out = append(out, ns...)
+	for i, k := range w.Policies {
+		if !slices.Contains(w.Policies[:i], k) { // listed twice
+			out = append(out, cur.bySelector[k]...)
 		}
 	}
 	return out
@@ -402,7 +477,8 @@ func decodeWorkload(w *workloadpb.Workload) (*Workload, error) {
 		TrustDomain: w.GetTrustDomain(), Node: w.GetNode(), ClusterID: w.GetClusterId(),
 		App: w.GetCanonicalName(), Version: w.GetCanonicalRevision(), WorkloadName: w.GetWorkloadName(),
 		HBONE: w.GetTunnelProtocol() == workloadpb.TunnelProtocol_HBONE, Healthy: w.GetStatus() == workloadpb.WorkloadStatus_HEALTHY,
-		Policies: slices.Clone(w.GetAuthorizationPolicies()),
+		HostNetwork: w.GetNetworkMode() == workloadpb.NetworkMode_HOST_NETWORK,
+		Policies:    slices.Clone(w.GetAuthorizationPolicies()),
 	}
 	if out.TrustDomain == "" {
 		out.TrustDomain = "cluster.local"

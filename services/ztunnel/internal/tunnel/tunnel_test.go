@@ -41,7 +41,9 @@ func workload(t testing.TB, ns, sa string) spiffe.Identity {
 // fixture is a destination ztunnel: a TLS listener serving HBONE with the
 // destination workload's certificate, and an echo app it tunnels to.
 type fixture struct {
-	t      *testing.T
+	t testing.TB
+	// sink, when set, serves app connections instead of the echo.
+	sink   func(net.Conn)
 	ca     *spiffetest.CA
 	dstID  spiffe.Identity
 	ln     net.Listener
@@ -55,7 +57,7 @@ type fixture struct {
 	cancel context.CancelFunc
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	f := &fixture{t: t, ca: spiffetest.NewCA(t, td), dstID: workload(t, "ns-b", "sa-b"), got: make(chan Request, 64)}
 	f.ctx, f.cancel = context.WithCancel(context.Background())
@@ -79,6 +81,10 @@ func (f *fixture) serveApp() {
 		c, err := f.app.Accept()
 		if err != nil {
 			return
+		}
+		if f.sink != nil {
+			f.wg.Go(func() { defer c.Close(); f.sink(c) })
+			continue
 		}
 		f.wg.Go(func() {
 			defer c.Close()
@@ -106,7 +112,10 @@ func (f *fixture) serveHBONE() {
 				return
 			}
 			srv.ServeConn(f.ctx, tc, func(ctx context.Context, req Request) (net.Conn, int, error) {
-				f.got <- req
+				select {
+				case f.got <- req:
+				default: // benchmarks open more tunnels than anyone reads
+				}
 				if f.decide != nil {
 					if st, err := f.decide(req); err != nil {
 						return nil, st, err
@@ -145,7 +154,7 @@ func (d *testDialer) TLSConfig(_ context.Context, k Key) (*tls.Config, error) {
 	return ClientTLS(d.f.ca.Source(d.f.t, id), d.dstID), nil
 }
 
-func (f *fixture) pool(t *testing.T) (*Pool, *testDialer) {
+func (f *fixture) pool(t testing.TB) (*Pool, *testDialer) {
 	d := &testDialer{f: f, addr: f.ln.Addr().String(), dstID: f.dstID}
 	p := NewPool(PoolOptions{Dialer: d})
 	t.Cleanup(p.Close)
