@@ -61,9 +61,10 @@ type Pool struct {
 	opts PoolOptions
 	t    *http2.Transport
 
-	mu    sync.Mutex
-	conns map[Key][]*http2.ClientConn
-	dials map[Key]*dialing
+	mu     sync.Mutex
+	conns  map[Key][]*http2.ClientConn
+	dials  map[Key]*dialing
+	closed bool
 }
 
 type dialing struct {
@@ -115,16 +116,33 @@ func (p *Pool) Dial(ctx context.Context, k Key, target netip.AddrPort, h Headers
 		if errors.As(err, &se) || attempt > 0 || ctx.Err() != nil {
 			return nil, err
 		}
+		var serr http2.StreamError
+		if errors.As(err, &serr) {
+			// The destination reset this stream only: the connection and
+			// the other tunnels on it are fine. A refused stream was never
+			// processed and may be tried again; any other reset is final.
+			if serr.Code != http2.ErrCodeRefusedStream {
+				return nil, err
+			}
+			continue
+		}
 		// The connection died under us (peer restarted, GOAWAY): forget it
 		// and try once on a fresh one.
 		p.drop(k, cc)
 	}
 }
 
+// errPoolClosed is what Dial returns once Close was called.
+var errPoolClosed = errors.New("HBONE pool closed")
+
 // get returns a live connection of k with room for a stream, dialing one
 // when needed; concurrent callers of one key share one dial.
 func (p *Pool) get(ctx context.Context, k Key) (*http2.ClientConn, error) {
 	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil, errPoolClosed
+	}
 	live := p.conns[k][:0]
 	for _, cc := range p.conns[k] {
 		if !cc.State().Closed {
@@ -159,6 +177,11 @@ func (p *Pool) dial(k Key, d *dialing) {
 	d.cc, d.err = p.connect(ctx, k)
 	p.mu.Lock()
 	delete(p.dials, k)
+	if d.err == nil && p.closed {
+		// Close ran while we dialed: nobody would ever close this one.
+		_ = d.cc.Close()
+		d.cc, d.err = nil, errPoolClosed
+	}
 	if d.err == nil {
 		p.conns[k] = append(p.conns[k], d.cc)
 	}
@@ -205,10 +228,12 @@ func (p *Pool) drop(k Key, bad *http2.ClientConn) {
 	_ = bad.Close()
 }
 
-// Close closes every pooled connection.
+// Close closes every pooled connection, and those being dialed as they
+// complete; Dial fails from then on.
 func (p *Pool) Close() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.closed = true
 	for k, cs := range p.conns {
 		for _, cc := range cs {
 			_ = cc.Close()
@@ -217,14 +242,19 @@ func (p *Pool) Close() {
 	}
 }
 
-// Conns is how many connections the pool holds (for the admin endpoint
-// and tests).
+// Conns is how many live connections the pool holds (for the admin
+// endpoint and tests); connections that died are not counted, even before
+// the next Dial of their key forgets them.
 func (p *Pool) Conns() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	n := 0
 	for _, cs := range p.conns {
-		n += len(cs)
+		for _, cc := range cs {
+			if !cc.State().Closed {
+				n++
+			}
+		}
 	}
 	return n
 }

@@ -77,6 +77,10 @@ func NewServer(o ServerOptions) *Server {
 // ServeConn serves one handshaken mTLS connection (the caller verified the
 // peer) until it ends or ctx is done.
 func (s *Server) ServeConn(ctx context.Context, c *tls.Conn, h Handler, done Done) {
+	// x/net/http2 only passes ctx on to the handlers; it does not end the
+	// connection when ctx is done, so do that here.
+	stop := context.AfterFunc(ctx, func() { _ = c.Close() })
+	defer stop()
 	s.h2.ServeConn(c, &http2.ServeConnOpts{
 		Context: ctx,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serveStream(w, r, h, done) }),
@@ -93,8 +97,16 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, h Handler, 
 		return
 	}
 	up, status, err := h(r.Context(), req)
-	if err != nil {
-		if status == 0 {
+	if err != nil || up == nil {
+		if up != nil {
+			_ = up.Close()
+		}
+		if err == nil {
+			err = errors.New("handler returned no upstream connection")
+		}
+		// A refusal is an error status: one the handler left out or got
+		// wrong must not read as an open tunnel (200) at the source.
+		if status < 400 || status > 599 {
 			status = http.StatusServiceUnavailable
 		}
 		http.Error(w, http.StatusText(status), status)
