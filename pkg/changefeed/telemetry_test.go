@@ -86,27 +86,33 @@ func TestTraceAndMetrics(t *testing.T) {
 		t.Errorf("span kinds: publish %v, apply %v", pub.SpanKind(), ended[applyCtx.SpanID()].SpanKind())
 	}
 
-	// Metrics.
-	var rm metricdata.ResourceMetrics
-	if err := reader.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
+	// Metrics. Some are observed asynchronously (the lag needs the
+	// stream's head, read by the consumer's own check), so collect until
+	// every one has been reported once.
+	names := []string{MetricPublishedEvents, MetricPublishDuration, MetricLeader, MetricLastPublishedRevision,
+		MetricAppliedEvents, MetricLastAppliedRevision, MetricLagRevisions, MetricLagSeconds, MetricRelists}
 	got := map[string]bool{}
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			got[m.Name] = true
-			if m.Name == MetricLastAppliedRevision {
-				g := m.Data.(metricdata.Gauge[int64])
-				if len(g.DataPoints) != 1 || g.DataPoints[0].Value < 1 {
-					t.Errorf("%s = %+v", m.Name, g.DataPoints)
+	eventually(t, 20*time.Second, "every metric reported", func() bool {
+		var rm metricdata.ResourceMetrics
+		if err := reader.Collect(context.Background(), &rm); err != nil {
+			t.Fatal(err)
+		}
+		for _, sm := range rm.ScopeMetrics {
+			for _, m := range sm.Metrics {
+				got[m.Name] = true
+				if m.Name == MetricLastAppliedRevision {
+					g := m.Data.(metricdata.Gauge[int64])
+					if len(g.DataPoints) != 1 || g.DataPoints[0].Value < 1 {
+						t.Errorf("%s = %+v", m.Name, g.DataPoints)
+					}
 				}
 			}
 		}
-	}
-	for _, name := range []string{MetricPublishedEvents, MetricPublishDuration, MetricLeader, MetricLastPublishedRevision,
-		MetricAppliedEvents, MetricLastAppliedRevision, MetricLagRevisions, MetricLagSeconds, MetricRelists} {
-		if !got[name] {
-			t.Errorf("metric %s not reported", name)
+		for _, name := range names {
+			if !got[name] {
+				return false
+			}
 		}
-	}
+		return true
+	})
 }
