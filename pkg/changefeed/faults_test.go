@@ -53,7 +53,7 @@ func TestPurgedStream(t *testing.T) {
 // that each consumer applied exactly etcd's events since its last listing.
 func checkHistory(t *testing.T, h *history, last int64, consumers ...*testConsumer) {
 	t.Helper()
-	eventually(t, 10*time.Second, "history complete", func() bool { return h.seen(last) })
+	eventually(t, 30*time.Second, "history complete", func() bool { return h.seen(last) })
 	for _, c := range consumers {
 		checkSequence(t, c, h)
 	}
