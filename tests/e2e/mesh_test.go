@@ -251,7 +251,6 @@ func TestMeshTwoNodes(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		time.Sleep(200 * time.Millisecond) // let tcpdump flush the last packets (-U writes per packet)
 		_ = tcpdump.Process.Signal(os.Interrupt)
 		_ = tcpdump.Wait()
 		segs, err := readPcap(capture)
